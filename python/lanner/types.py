@@ -1,0 +1,154 @@
+"""Typed records passed between the dialect adapters, the engine and the sampler.
+
+Owns: SamplingParams (the one place sampling defaults live, with validation), GenerateRequest,
+TokenEvent, FinishEvent, Usage, Timings, FinishReason and the engine's typed errors.
+Must not: hold JSON, HTTP objects or native handles. Adapters build these; the engine reads them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+class ValidationError(ValueError):
+    """A request field has a bad value. `field` names it (e.g. "top_p") for the dialect's error."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class OverloadedError(RuntimeError):
+    """The engine's wait queue is full; retry later (the server answers 503 + Retry-After)."""
+
+
+class ContextOverflowError(ValueError):
+    """prompt tokens + max_tokens do not fit the context window (counts are tokens)."""
+
+    def __init__(self, n_prompt: int, max_tokens: int, n_ctx: int):
+        super().__init__(
+            f"prompt has {n_prompt} tokens and max_tokens is {max_tokens}, "
+            f"which exceeds the context size of {n_ctx} tokens"
+        )
+        self.n_prompt, self.max_tokens, self.n_ctx = n_prompt, max_tokens, n_ctx
+
+
+@dataclass
+class SamplingParams:
+    """Sampling options shared by every dialect. Defaults here are the product's defaults."""
+
+    temperature: float = 0.8        # 0 = greedy
+    top_k: int = 40                 # 0 = off (whole vocabulary)
+    top_p: float = 0.95             # 1.0 = off
+    min_p: float = 0.05             # 0.0 = off
+    repeat_penalty: float = 1.1     # 1.0 = off
+    repeat_last_n: int = 64         # window in tokens for the penalties; -1 = whole context
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: Optional[int] = None      # None = random
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added logit
+    logprobs: Optional[int] = None  # top-N logprobs per generated token; None = off
+
+    def validate(self) -> "SamplingParams":
+        def finite(name: str, v: float) -> None:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValidationError(name, f"must be a finite number, got {v!r}")
+
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty",
+                     "presence_penalty", "frequency_penalty"):
+            finite(name, getattr(self, name))
+        if self.temperature < 0:
+            raise ValidationError("temperature", f"must be >= 0, got {self.temperature}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValidationError("top_p", f"must be in [0, 1], got {self.top_p}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValidationError("min_p", f"must be in [0, 1], got {self.min_p}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise ValidationError("top_k", f"must be an integer >= 0, got {self.top_k!r}")
+        if self.repeat_penalty <= 0:
+            raise ValidationError("repeat_penalty", f"must be > 0, got {self.repeat_penalty}")
+        if not isinstance(self.repeat_last_n, int) or self.repeat_last_n < -1:
+            raise ValidationError("repeat_last_n", f"must be an integer >= -1, got {self.repeat_last_n!r}")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            raise ValidationError("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty}")
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            raise ValidationError("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValidationError("seed", f"must be an integer, got {self.seed!r}")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
+            raise ValidationError("logprobs", f"must be an integer in [0, 20], got {self.logprobs!r}")
+        for tok, bias in self.logit_bias.items():
+            if not isinstance(tok, int) or tok < 0:
+                raise ValidationError("logit_bias", f"keys must be token ids >= 0, got {tok!r}")
+            finite("logit_bias", bias)
+        return self
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"            # end-of-generation token or a stop string
+    LENGTH = "length"        # max_tokens reached (or the context is full)
+    CANCELLED = "cancelled"  # aborted: client gone or engine.abort
+    ERROR = "error"          # the engine failed this request; FinishEvent.error says why
+
+
+@dataclass
+class GenerateRequest:
+    """One generation. prompt_tokens are final ids (template applied, BOS included if wanted)."""
+
+    prompt_tokens: list[int]
+    max_tokens: int = 256
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)  # stop strings; never emitted
+    ignore_eos: bool = False
+    session_id: Optional[str] = None  # optional explicit session pin (Gemini sessionId)
+    id: Optional[str] = None          # set by the engine at submit if None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV cells were reused, not recomputed
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Timings:
+    """Wall-clock durations in nanoseconds, measured by the engine."""
+
+    queue_ns: int = 0         # submit -> first scheduled
+    prompt_eval_ns: int = 0   # first scheduled -> first token sampled
+    eval_ns: int = 0          # first token -> finish
+    total_ns: int = 0         # submit -> finish
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass
+class TokenEvent:
+    """One generated token. text is the UTF-8-safe delta released now (may be "")."""
+
+    token_id: int
+    text: str
+    logprob: Optional[float] = None
+    top_logprobs: Optional[list[TokenLogprob]] = None
+
+
+@dataclass
+class FinishEvent:
+    reason: FinishReason
+    usage: Usage
+    timings: Timings
+    error: Optional[str] = None
+    text: str = ""  # text held back for stop detection and released at the end (may be "")
