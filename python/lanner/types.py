@@ -152,3 +152,18 @@ class FinishEvent:
     timings: Timings
     error: Optional[str] = None
     text: str = ""  # text held back for stop detection and released at the end (may be "")
+
+
+@dataclass
+class EngineStats:
+    """Queue statistics for /api/queue/status and /metrics. Counts are requests or tokens."""
+
+    busy: bool = False              # any request running or waiting
+    running: int = 0                # sequences in the current batch
+    pending: int = 0                # requests waiting for a slot
+    total_processed: int = 0        # requests finished (any reason) since start
+    total_prompt_tokens: int = 0
+    total_completion_tokens: int = 0
+    total_cached_tokens: int = 0
+    n_ctx: int = 0                  # KV cells in the cache
+    kv_cells_used: int = 0          # cells holding a running or cached sequence
