@@ -1,0 +1,25 @@
+// The architecture table: one row per supported `general.architecture`.
+#include "arch.h"
+
+#include "ggml.h"
+
+namespace lanner {
+
+static const ArchDef k_archs[] = {
+    {"llama", llama_load, llama_build},
+    {"gemma3", gemma3_load, gemma3_build},
+};
+
+const ArchDef* arch_find(const std::string& name) {
+    for (const auto& a : k_archs)
+        if (name == a.name) return &a;
+    return nullptr;
+}
+
+std::string arch_supported_list() {
+    std::string s;
+    for (const auto& a : k_archs) s += (s.empty() ? "" : ", ") + std::string(a.name);
+    return s;
+}
+
+}  // namespace lanner

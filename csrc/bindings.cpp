@@ -1,0 +1,151 @@
+// pybind11 module lanner._core: a thin layer over Model and Context.
+// Converts types (numpy in, numpy views out), maps errors to Python exceptions, and releases
+// the GIL around every long native call (model load, decode). No logic lives here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "context.h"
+#include "error.h"
+#include "model.h"
+
+namespace py = pybind11;
+using namespace lanner;
+
+// ---- GGUF metadata -> Python ----------------------------------------------------------------
+
+template <typename T>
+static py::array copy_array(const void* data, size_t n) {
+    py::array_t<T> a(n);
+    if (n) std::memcpy(a.mutable_data(), data, n * sizeof(T));
+    return std::move(a);
+}
+
+static py::object kv_value(const gguf_context* g, int64_t id) {
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT8: return py::int_(gguf_get_val_u8(g, id));
+        case GGUF_TYPE_INT8: return py::int_(gguf_get_val_i8(g, id));
+        case GGUF_TYPE_UINT16: return py::int_(gguf_get_val_u16(g, id));
+        case GGUF_TYPE_INT16: return py::int_(gguf_get_val_i16(g, id));
+        case GGUF_TYPE_UINT32: return py::int_(gguf_get_val_u32(g, id));
+        case GGUF_TYPE_INT32: return py::int_(gguf_get_val_i32(g, id));
+        case GGUF_TYPE_UINT64: return py::int_(gguf_get_val_u64(g, id));
+        case GGUF_TYPE_INT64: return py::int_(gguf_get_val_i64(g, id));
+        case GGUF_TYPE_FLOAT32: return py::float_(gguf_get_val_f32(g, id));
+        case GGUF_TYPE_FLOAT64: return py::float_(gguf_get_val_f64(g, id));
+        case GGUF_TYPE_BOOL: return py::bool_(gguf_get_val_bool(g, id));
+        case GGUF_TYPE_STRING: {
+            const char* s = gguf_get_val_str(g, id);
+            return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s, (Py_ssize_t)std::strlen(s), "replace"));
+        }
+        case GGUF_TYPE_ARRAY: {
+            const size_t n = gguf_get_arr_n(g, id);
+            const gguf_type at = gguf_get_arr_type(g, id);
+            const void* d = (at == GGUF_TYPE_STRING || at == GGUF_TYPE_ARRAY) ? nullptr : gguf_get_arr_data(g, id);
+            switch (at) {
+                case GGUF_TYPE_STRING: {
+                    py::list out(n);
+                    for (size_t i = 0; i < n; ++i) {
+                        const char* s = gguf_get_arr_str(g, id, i);
+                        out[i] = py::reinterpret_steal<py::object>(
+                            PyUnicode_DecodeUTF8(s, (Py_ssize_t)std::strlen(s), "replace"));
+                    }
+                    return std::move(out);
+                }
+                case GGUF_TYPE_UINT8: return copy_array<uint8_t>(d, n);
+                case GGUF_TYPE_INT8: return copy_array<int8_t>(d, n);
+                case GGUF_TYPE_UINT16: return copy_array<uint16_t>(d, n);
+                case GGUF_TYPE_INT16: return copy_array<int16_t>(d, n);
+                case GGUF_TYPE_UINT32: return copy_array<uint32_t>(d, n);
+                case GGUF_TYPE_INT32: return copy_array<int32_t>(d, n);
+                case GGUF_TYPE_UINT64: return copy_array<uint64_t>(d, n);
+                case GGUF_TYPE_INT64: return copy_array<int64_t>(d, n);
+                case GGUF_TYPE_FLOAT32: return copy_array<float>(d, n);
+                case GGUF_TYPE_FLOAT64: return copy_array<double>(d, n);
+                case GGUF_TYPE_BOOL: return copy_array<bool>(d, n);
+                default: return py::none();  // nested arrays: not used by any key we read
+            }
+        }
+        default: return py::none();
+    }
+}
+
+static py::dict metadata(const Model& m) {
+    py::dict d;
+    const gguf_context* g = m.file->gguf;
+    for (int64_t i = 0; i < gguf_get_n_kv(g); ++i) d[gguf_get_key(g, i)] = kv_value(g, i);
+    return d;
+}
+
+// ---- decode ---------------------------------------------------------------------------------
+
+using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+static py::array decode(py::object self, I32 tokens, I32 pos, I32 seq, U8 want) {
+    Context& c = self.cast<Context&>();
+    const py::ssize_t n = tokens.size();
+    if (pos.size() != n || seq.size() != n || want.size() != n)
+        throw std::invalid_argument("decode: tokens, pos, seq_id and want_logits must have the same length");
+    Batch b{(int)n, tokens.data(), pos.data(), seq.data(), want.data()};
+    int n_out;
+    {
+        py::gil_scoped_release release;
+        n_out = c.decode(b);
+    }
+    const py::ssize_t n_vocab = c.model().hp.n_vocab;
+    // (n_out, n_vocab) float32 view of the context's buffer; `self` keeps it alive
+    return py::array_t<float>({(py::ssize_t)n_out, n_vocab}, {n_vocab * (py::ssize_t)sizeof(float), (py::ssize_t)sizeof(float)},
+                              c.logits(), self);
+}
+
+PYBIND11_MODULE(_core, mod) {
+    mod.doc() = "lanner native core: GGUF models on ggml, multi-sequence KV cache, batched decode";
+    py::register_exception<ModelLoadError>(mod, "ModelLoadError", PyExc_ValueError);
+    py::register_exception<KvCacheFullError>(mod, "KvCacheFullError", PyExc_RuntimeError);
+
+    py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
+        .def(py::init([](const std::string& path) {
+                 py::gil_scoped_release release;
+                 return std::make_shared<Model>(path);
+             }),
+             py::arg("path"))
+        .def_property_readonly("path", [](const Model& m) { return m.file->path; })
+        .def_property_readonly("arch", [](const Model& m) { return m.arch_name; })
+        .def_property_readonly("n_vocab", [](const Model& m) { return m.hp.n_vocab; })
+        .def_property_readonly("n_ctx_train", [](const Model& m) { return m.hp.n_ctx_train; })
+        .def_property_readonly("n_embd", [](const Model& m) { return m.hp.n_embd; })
+        .def_property_readonly("n_layer", [](const Model& m) { return m.hp.n_layer; })
+        .def_property_readonly("n_head", [](const Model& m) { return m.hp.n_head; })
+        .def_property_readonly("n_head_kv", [](const Model& m) { return m.hp.n_head_kv; })
+        .def_property_readonly("n_params", [](const Model& m) { return m.n_params; })
+        .def_property_readonly("size_bytes", [](const Model& m) { return (uint64_t)ggml_backend_buffer_get_size(m.weights_buf); })
+        .def_property_readonly("device", [](const Model& m) { return std::string(ggml_backend_dev_name(m.device)); })
+        .def_property_readonly("metadata", &metadata, "every GGUF key: scalars, str, list[str], numpy arrays");
+
+    py::class_<Context>(mod, "Context")
+        .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads) {
+                 ContextParams p{n_ctx, n_batch, n_seq_max, n_threads};
+                 py::gil_scoped_release release;
+                 return std::make_unique<Context>(std::move(m), p);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_seq_max") = 16,
+             py::arg("n_threads") = 0)
+        .def("decode", &decode, py::arg("tokens"), py::arg("pos"), py::arg("seq_id"), py::arg("want_logits"),
+             "Decode one batch; returns (n_out, n_vocab) float32 logits for entries with want_logits, "
+             "a view valid until the next decode.")
+        .def("seq_rm", [](Context& c, int s, int p0, int p1) { return c.kv().seq_rm(s, p0, p1); },
+             py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1)
+        .def("seq_cp", [](Context& c, int a, int b, int p0, int p1) { c.kv().seq_cp(a, b, p0, p1); },
+             py::arg("src"), py::arg("dst"), py::arg("p0") = -1, py::arg("p1") = -1)
+        .def("seq_keep", [](Context& c, int s) { c.kv().seq_keep(s); }, py::arg("seq_id"))
+        .def("seq_pos_max", [](Context& c, int s) { return c.kv().seq_pos_max(s); }, py::arg("seq_id"))
+        .def("seq_pos_min", [](Context& c, int s) { return c.kv().seq_pos_min(s); }, py::arg("seq_id"))
+        .def("kv_clear", [](Context& c) { c.kv().clear(); })
+        .def("n_cells_used", [](Context& c) { return c.kv().n_used; })
+        .def_property_readonly("n_ctx", [](Context& c) { return c.params().n_ctx; })
+        .def_property_readonly("n_batch", [](Context& c) { return c.params().n_batch; })
+        .def_property_readonly("n_seq_max", [](Context& c) { return c.params().n_seq_max; })
+        .def_property_readonly("device", &Context::device_name)
+        .def_property("n_threads", &Context::n_threads, &Context::set_n_threads);
+}

@@ -1,0 +1,186 @@
+// Context: backends, scheduler, batch -> ubatches -> graph -> logits.
+#include "context.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "arch.h"
+#include "error.h"
+#include "ggml-cpu.h"
+
+namespace lanner {
+
+Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(std::move(model)), params_(p) {
+    const auto& hp = model_->hp;
+    if (params_.n_ctx <= 0) throw std::invalid_argument("n_ctx must be > 0");
+    if (params_.n_batch <= 0) throw std::invalid_argument("n_batch must be > 0");
+    if (params_.n_seq_max <= 0 || params_.n_seq_max > k_max_seq)
+        throw std::invalid_argument("n_seq_max must be in [1, " + std::to_string(k_max_seq) + "]");
+    params_.n_batch = std::min(params_.n_batch, params_.n_ctx);
+
+    backend_ = ggml_backend_dev_init(model_->device, nullptr);
+    if (!backend_) throw std::runtime_error("could not initialise the ggml backend for " + std::string(ggml_backend_dev_name(model_->device)));
+    if (ggml_backend_dev_type(model_->device) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+        backend_cpu_ = backend_;
+    } else {
+        backend_cpu_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    }
+    set_n_threads(params_.n_threads);
+
+    kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
+                                    params_.n_seq_max, GGML_TYPE_F16);
+
+    graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * 64);
+    graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
+
+    std::vector<ggml_backend_t> backends{backend_};
+    if (backend_cpu_ != backend_) backends.push_back(backend_cpu_);
+    sched_ = ggml_backend_sched_new(backends.data(), nullptr, (int)backends.size(), graph_size_, false, true);
+
+    // reserve compute memory for the worst ubatch: n_batch tokens over every cell
+    Built w = build_graph(params_.n_batch, params_.n_ctx, std::min(params_.n_batch, params_.n_seq_max));
+    bool ok = ggml_backend_sched_reserve(sched_, w.gf);
+    ggml_free(w.ctx);
+    if (!ok) throw std::runtime_error("could not reserve compute buffers");
+}
+
+Context::~Context() {
+    if (sched_) ggml_backend_sched_free(sched_);
+    kv_.reset();
+    if (backend_cpu_ && backend_cpu_ != backend_) ggml_backend_free(backend_cpu_);
+    if (backend_) ggml_backend_free(backend_);
+}
+
+void Context::set_n_threads(int n) {
+    if (n <= 0) n = (int)std::max(1u, std::thread::hardware_concurrency());
+    n_threads_ = n;
+    ggml_backend_cpu_set_n_threads(backend_cpu_, n);
+}
+
+const char* Context::device_name() const { return ggml_backend_dev_name(model_->device); }
+
+// ---- graph ----------------------------------------------------------------------------------
+
+Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs) {
+    ggml_init_params ip{graph_meta_.size(), graph_meta_.data(), /*no_alloc=*/true};
+    Built r{};
+    r.ctx = ggml_init(ip);
+    r.gf = ggml_new_graph_custom(r.ctx, graph_size_, false);
+    const auto& hp = model_->hp;
+    auto input = [&](ggml_tensor* t, const char* name) { ggml_set_name(t, name); ggml_set_input(t); return t; };
+    r.in.tokens = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_tokens), "inp_tokens");
+    r.in.pos = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_tokens), "inp_pos");
+    r.in.kv_idxs = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, n_tokens), "inp_kv_idxs");
+    r.in.mask = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask");
+    if (hp.n_swa > 0) r.in.mask_swa = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask_swa");
+    if (n_outputs > 0 && n_outputs != n_tokens)
+        r.in.out_ids = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_outputs), "inp_out_ids");
+
+    GraphBuild b{r.ctx, r.gf, *model_, *kv_, r.in, n_tokens, n_kv, n_outputs};
+    ggml_tensor* out = model_->arch->build(b);
+    if (n_outputs > 0) {
+        r.logits = out;
+        ggml_set_output(out);
+    }
+    ggml_build_forward_expand(r.gf, out);
+    return r;
+}
+
+// mask[t][c] = 0 if token t's sequence holds cell c at a position <= t's (and, for
+// sliding-window layers, closer than n_swa positions), else -inf.
+void Context::fill_masks(const Batch& b, int i0, int n_tokens, int n_kv) {
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), ninf = ggml_fp32_to_fp16(-INFINITY);
+    const int n_swa = model_->hp.n_swa;
+    mask_.assign((size_t)n_tokens * n_kv, ninf);
+    if (n_swa > 0) mask_swa_.assign((size_t)n_tokens * n_kv, ninf);
+    const auto& cells = kv_->cells;
+    for (int t = 0; t < n_tokens; ++t) {
+        const uint64_t bit = (uint64_t)1 << b.seq[i0 + t];
+        const int32_t p = b.pos[i0 + t];
+        ggml_fp16_t* row = &mask_[(size_t)t * n_kv];
+        ggml_fp16_t* row_swa = n_swa > 0 ? &mask_swa_[(size_t)t * n_kv] : nullptr;
+        for (int c = 0; c < n_kv; ++c) {
+            if (!(cells[c].seqs & bit) || cells[c].pos > p) continue;
+            row[c] = zero;
+            if (row_swa && p - cells[c].pos < n_swa) row_swa[c] = zero;
+        }
+    }
+}
+
+// ---- decode ---------------------------------------------------------------------------------
+
+int Context::decode(const Batch& b) {
+    const auto& hp = model_->hp;
+    if (b.n <= 0) throw std::invalid_argument("empty batch");
+    int n_out = 0;
+    for (int i = 0; i < b.n; ++i) {
+        if (b.tokens[i] < 0 || b.tokens[i] >= hp.n_vocab)
+            throw std::invalid_argument("token id " + std::to_string(b.tokens[i]) + " at entry " + std::to_string(i) +
+                                        " is outside the vocabulary [0, " + std::to_string(hp.n_vocab) + ")");
+        if (b.seq[i] < 0 || b.seq[i] >= params_.n_seq_max)
+            throw std::invalid_argument("sequence id " + std::to_string(b.seq[i]) + " at entry " + std::to_string(i) +
+                                        " is outside [0, " + std::to_string(params_.n_seq_max) + ")");
+        if (b.pos[i] < 0) throw std::invalid_argument("negative position at entry " + std::to_string(i));
+        n_out += b.want[i] ? 1 : 0;
+    }
+    const int n_free = kv_->n_ctx - kv_->n_used;
+    if (n_free < b.n)
+        throw KvCacheFullError("KV cache full: batch needs " + std::to_string(b.n) + " cells, " +
+                               std::to_string(n_free) + " of " + std::to_string(kv_->n_ctx) + " are free");
+
+    logits_.resize((size_t)n_out * hp.n_vocab);
+    int out_row = 0;
+    for (int i0 = 0; i0 < b.n; i0 += params_.n_batch) {
+        const int n_tokens = std::min(params_.n_batch, b.n - i0);
+        decode_ubatch(b, i0, n_tokens, out_row);
+        for (int t = 0; t < n_tokens; ++t) out_row += b.want[i0 + t] ? 1 : 0;
+    }
+    return n_out;
+}
+
+void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) {
+    const auto& hp = model_->hp;
+    std::vector<int32_t> cells;
+    kv_->find_free(n_tokens, cells);  // decode() checked there is room
+    idx_.resize(n_tokens);
+    out_ids_.clear();
+    for (int t = 0; t < n_tokens; ++t) {
+        kv_->occupy(cells[t], b.pos[i0 + t], b.seq[i0 + t]);
+        idx_[t] = cells[t];
+        if (b.want[i0 + t]) out_ids_.push_back(t);
+    }
+    const int n_kv = kv_->used_end();
+    const int n_outputs = (int)out_ids_.size();
+    fill_masks(b, i0, n_tokens, n_kv);
+
+    Built g = build_graph(n_tokens, n_kv, n_outputs);
+    ggml_backend_sched_reset(sched_);
+    if (!ggml_backend_sched_alloc_graph(sched_, g.gf)) {
+        ggml_free(g.ctx);
+        throw std::runtime_error("could not allocate the compute graph");
+    }
+    auto set = [](ggml_tensor* t, const void* data, size_t nbytes) {
+        if (t && t->buffer) ggml_backend_tensor_set(t, data, 0, nbytes);
+    };
+    set(g.in.tokens, b.tokens + i0, sizeof(int32_t) * n_tokens);
+    set(g.in.pos, b.pos + i0, sizeof(int32_t) * n_tokens);
+    set(g.in.kv_idxs, idx_.data(), sizeof(int64_t) * n_tokens);
+    set(g.in.mask, mask_.data(), sizeof(ggml_fp16_t) * mask_.size());
+    if (g.in.mask_swa) set(g.in.mask_swa, mask_swa_.data(), sizeof(ggml_fp16_t) * mask_swa_.size());
+    if (g.in.out_ids) set(g.in.out_ids, out_ids_.data(), sizeof(int32_t) * n_outputs);
+
+    ggml_status st = ggml_backend_sched_graph_compute(sched_, g.gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        ggml_free(g.ctx);
+        throw std::runtime_error("graph compute failed (ggml status " + std::to_string((int)st) + ")");
+    }
+    if (n_outputs > 0)
+        ggml_backend_tensor_get(g.logits, logits_.data() + (size_t)out_row0 * hp.n_vocab, 0,
+                                sizeof(float) * (size_t)n_outputs * hp.n_vocab);
+    ggml_free(g.ctx);
+}
+
+}  // namespace lanner

@@ -1,0 +1,74 @@
+// Context: decodes batches of many sequences against one KV cache.
+// Owns the backends (best device from ggml's registry + CPU), the scheduler, the KV cache and
+// the logits buffer. decode() splits a batch into ubatches of at most n_batch tokens, places
+// each ubatch's tokens in free cells, builds the architecture's graph and runs it; rows of
+// logits come back only for entries that asked. Not thread-safe: one thread drives a Context.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "batch.h"
+#include "ggml-backend.h"
+#include "graph.h"
+#include "kv_cache.h"
+#include "model.h"
+
+namespace lanner {
+
+struct ContextParams {
+    int n_ctx = 4096;    // KV cells (tokens over all sequences)
+    int n_batch = 512;   // max tokens per graph evaluation (ubatch)
+    int n_seq_max = 16;  // sequence ids 0..n_seq_max-1 (<= 64)
+    int n_threads = 0;   // 0 = hardware concurrency
+};
+
+class Context {
+  public:
+    Context(std::shared_ptr<Model> model, const ContextParams& p);
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    // Decode every entry; returns the number of logits rows (entries with want=1).
+    // Throws std::invalid_argument for bad entries and KvCacheFullError when fewer cells are
+    // free than entries; in both cases nothing was applied.
+    int decode(const Batch& b);
+    const float* logits() const { return logits_.data(); }  // [n_out, n_vocab], valid until next decode
+
+    KvCache& kv() { return *kv_; }
+    const Model& model() const { return *model_; }
+    const ContextParams& params() const { return params_; }
+    int n_threads() const { return n_threads_; }
+    void set_n_threads(int n);
+    const char* device_name() const;
+
+  private:
+    std::shared_ptr<Model> model_;
+    ContextParams params_;
+    std::unique_ptr<KvCache> kv_;
+    ggml_backend_t backend_ = nullptr;      // the model's device
+    ggml_backend_t backend_cpu_ = nullptr;  // == backend_ when the device is the CPU
+    ggml_backend_sched_t sched_ = nullptr;
+    size_t graph_size_ = 0;                 // max nodes
+    std::vector<uint8_t> graph_meta_;       // ggml context memory for graph metadata
+    std::vector<float> logits_;             // [n_out, n_vocab]
+    int n_threads_ = 1;
+
+    // ubatch scratch: input values set after allocation
+    std::vector<int64_t> idx_;       // [T] cell of each token
+    std::vector<int32_t> out_ids_;   // [n_out] rows of this ubatch wanting logits
+    std::vector<ggml_fp16_t> mask_;  // [T, n_kv]
+    std::vector<ggml_fp16_t> mask_swa_;
+
+    struct Built {
+        ggml_context* ctx;  // graph metadata; freed by the caller
+        ggml_cgraph* gf;
+        GraphInputs in;
+        ggml_tensor* logits;  // [n_vocab, n_outputs] (null when n_outputs == 0)
+    };
+    Built build_graph(int n_tokens, int n_kv, int n_outputs);
+    void fill_masks(const Batch& b, int i0, int n_tokens, int n_kv);
+    void decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0);
+};
+
+}  // namespace lanner

@@ -1,0 +1,19 @@
+// Errors raised by the core. Thrown only on our side of the ggml seam (never through ggml
+// callbacks); bindings.cpp maps them to Python exceptions.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace lanner {
+
+// A model file that cannot be used: truncated, corrupt, unsupported. Message names the file.
+struct ModelLoadError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The KV cache has no room for a batch (nothing of the batch was applied).
+struct KvCacheFullError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace lanner

@@ -1,0 +1,41 @@
+// GgufFile: one opened GGUF file, read through ggml's gguf API.
+// Owns the gguf_context and the ggml context holding tensor descriptions (no data).
+// Validates what ggml does not (tensor data inside the file, sane shapes) and offers typed
+// getters that throw ModelLoadError naming the file and key. Knows nothing of architectures.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ggml.h"
+#include "gguf.h"
+
+namespace lanner {
+
+struct GgufFile {
+    std::string path;
+    gguf_context* gguf = nullptr;
+    ggml_context* meta = nullptr;  // tensor descriptions, no_alloc
+    uint64_t file_size = 0;        // bytes
+
+    explicit GgufFile(const std::string& path);  // throws ModelLoadError
+    ~GgufFile();
+    GgufFile(const GgufFile&) = delete;
+    GgufFile& operator=(const GgufFile&) = delete;
+
+    [[noreturn]] void fail(const std::string& what) const;
+
+    bool has(const std::string& key) const;
+    std::string get_str(const std::string& key) const;
+    std::string get_str(const std::string& key, const std::string& def) const;
+    int64_t get_int(const std::string& key) const;             // any integer type
+    int64_t get_int(const std::string& key, int64_t def) const;
+    double get_float(const std::string& key, double def) const; // any float or integer type
+    bool get_bool(const std::string& key, bool def) const;
+    std::vector<int64_t> get_int_array(const std::string& key) const;  // empty if absent
+
+    ggml_tensor* tensor(const std::string& name) const;  // nullptr if absent
+    uint64_t tensor_file_offset(const std::string& name) const;  // absolute, bytes
+};
+
+}  // namespace lanner

@@ -1,0 +1,59 @@
+// Shared graph blocks (see graph.h).
+#include "graph.h"
+
+#include <cmath>
+
+namespace lanner {
+
+ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w) {
+    x = ggml_rms_norm(b.ctx, x, b.m.hp.rms_eps);
+    return ggml_mul(b.ctx, x, w);
+}
+
+ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale) {
+    const auto& hp = b.m.hp;
+    return ggml_rope_ext(b.ctx, x, b.in.pos, nullptr, hp.n_rot, hp.rope_mode, hp.n_ctx_train, base,
+                         freq_scale, /*ext_factor=*/0.0f, /*attn_factor=*/1.0f, /*beta_fast=*/32.0f,
+                         /*beta_slow=*/1.0f);
+}
+
+ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v,
+                           float scale, bool swa) {
+    const auto& hp = b.m.hp;
+    ggml_context* ctx = b.ctx;
+    ggml_tensor* k_cache = b.kv.k[il];  // [n_embd_k_gqa, n_ctx]
+    ggml_tensor* v_cache = b.kv.v[il];  // [n_embd_v_gqa, n_ctx]
+
+    // write this ubatch's K/V rows into their cells: [n_embd_*_gqa, T] -> rows kv_idxs
+    ggml_tensor* k2 = ggml_reshape_2d(ctx, k, hp.n_embd_k_gqa(), b.n_tokens);
+    ggml_tensor* v2 = ggml_reshape_2d(ctx, v, hp.n_embd_v_gqa(), b.n_tokens);
+    ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, k_cache, k2, b.in.kv_idxs));
+    ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, v_cache, v2, b.in.kv_idxs));
+
+    // views of the visited cells: [hd, n_kv, n_head_kv]
+    ggml_tensor* kv_k = ggml_view_3d(ctx, k_cache, hp.n_embd_head_k, b.n_kv, hp.n_head_kv, k_cache->nb[1],
+                                     ggml_row_size(k_cache->type, hp.n_embd_head_k), 0);
+    ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, hp.n_embd_head_v, b.n_kv, hp.n_head_kv, v_cache->nb[1],
+                                     ggml_row_size(v_cache->type, hp.n_embd_head_v), 0);
+    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, T, n_head]
+    ggml_tensor* out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, swa ? b.in.mask_swa : b.in.mask, scale, 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+    // out: [hd_v, n_head, T] contiguous
+    return ggml_reshape_2d(ctx, out, hp.n_embd_head_v * hp.n_head, b.n_tokens);
+}
+
+ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu) {
+    ggml_tensor* gate = ggml_mul_mat(b.ctx, w.ffn_gate, x);  // [n_ff, T]
+    ggml_tensor* up = ggml_mul_mat(b.ctx, w.ffn_up, x);      // [n_ff, T]
+    ggml_tensor* h = glu == Glu::swiglu ? ggml_swiglu_split(b.ctx, gate, up) : ggml_geglu_split(b.ctx, gate, up);
+    return ggml_mul_mat(b.ctx, w.ffn_down, h);  // [n_embd, T]
+}
+
+ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x) {
+    if (b.n_outputs == 0) return x;  // KV-only ubatch: nothing to project
+    if (b.n_outputs != b.n_tokens) x = ggml_get_rows(b.ctx, x, b.in.out_ids);  // [n_embd, n_outputs]
+    x = blk_rms_norm(b, x, b.m.output_norm);
+    return ggml_mul_mat(b.ctx, b.m.output, x);  // [n_vocab, n_outputs]
+}
+
+}  // namespace lanner

@@ -1,0 +1,57 @@
+// KvCache: the multi-sequence key/value cache.
+// Owns per-layer K and V tensors ([n_embd_{k,v}_gqa, n_ctx], f16) in one backend buffer and
+// the cell table: each cell holds one position and the set of sequences that see it, so a
+// prefix is shared between sequences by tagging (seq_cp), never by copying. A cell is free
+// when no sequence holds it. Knows nothing of tokens or text.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+namespace lanner {
+
+struct Model;
+
+constexpr int k_max_seq = 64;  // sequences are bits of a uint64_t
+
+struct KvCell {
+    int32_t pos = -1;   // position in its sequences; -1 = free
+    uint64_t seqs = 0;  // bit s set = sequence s sees this cell
+    bool has(int s) const { return (seqs >> s) & 1u; }
+};
+
+struct KvCache {
+    int n_ctx = 0;      // cells
+    int n_seq_max = 0;  // sequence ids are 0..n_seq_max-1
+    std::vector<KvCell> cells;
+    std::vector<ggml_tensor*> k, v;  // [n_layer] of [n_embd_{k,v}_gqa, n_ctx]
+    int n_used = 0;                  // cells with at least one sequence
+
+    KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx, int n_seq_max, ggml_type type);
+    ~KvCache();
+    KvCache(const KvCache&) = delete;
+    KvCache& operator=(const KvCache&) = delete;
+
+    // Cells to visit in attention: [0, n_kv_span()) covers every used cell.
+    int used_end() const;
+
+    // Pick n free cells (indices into cells), lowest first; false if fewer than n are free.
+    bool find_free(int n, std::vector<int32_t>& out) const;
+    void occupy(int32_t cell, int32_t pos, int seq);
+
+    bool seq_rm(int seq, int32_t p0, int32_t p1);  // seq -1 = all; p -1 = open end
+    void seq_cp(int src, int dst, int32_t p0, int32_t p1);
+    void seq_keep(int seq);
+    int32_t seq_pos_max(int seq) const;  // -1 if empty
+    int32_t seq_pos_min(int seq) const;  // -1 if empty
+    void clear();
+
+  private:
+    ggml_context* ctx_ = nullptr;
+    ggml_backend_buffer_t buf_ = nullptr;
+    void release(KvCell& c, uint64_t drop);
+};
+
+}  // namespace lanner

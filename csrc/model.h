@@ -1,0 +1,95 @@
+// Model: hyperparameters and weights of one GGUF model, resident in a backend buffer.
+// Owns the GgufFile, the weight buffer and the chosen device. Architecture specifics live in
+// models/<arch>.cpp and are reached through the ArchDef table (arch.h). No KV cache, no
+// strings beyond names: tokenizer metadata is read by the bindings straight from the file.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "gguf_file.h"
+
+namespace lanner {
+
+struct ArchDef;
+
+struct HParams {
+    int n_vocab = 0;
+    int n_ctx_train = 0;  // tokens
+    int n_embd = 0;
+    int n_layer = 0;
+    int n_head = 0;
+    int n_head_kv = 0;
+    int n_embd_head_k = 0;  // per-head key dim
+    int n_embd_head_v = 0;  // per-head value dim
+    int n_ff = 0;
+    int n_rot = 0;          // rotated dims per head
+    int rope_mode = 0;      // GGML_ROPE_TYPE_NORMAL (0) or GGML_ROPE_TYPE_NEOX
+    float rms_eps = 1e-5f;
+    float rope_base = 10000.0f;        // global layers
+    float rope_freq_scale = 1.0f;      // global layers (1/linear factor)
+    float rope_base_swa = 10000.0f;    // sliding-window layers
+    float attn_scale = 0.0f;           // 0 -> 1/sqrt(n_embd_head_k)
+    int n_swa = 0;                     // sliding window in positions; 0 = none
+    std::vector<uint8_t> layer_is_swa; // [n_layer]
+
+    int n_embd_k_gqa() const { return n_embd_head_k * n_head_kv; }
+    int n_embd_v_gqa() const { return n_embd_head_v * n_head_kv; }
+};
+
+struct LayerWeights {
+    ggml_tensor* attn_norm = nullptr;       // [n_embd]
+    ggml_tensor* wq = nullptr;              // [n_embd, n_head*hd_k]
+    ggml_tensor* wk = nullptr;              // [n_embd, n_head_kv*hd_k]
+    ggml_tensor* wv = nullptr;              // [n_embd, n_head_kv*hd_v]
+    ggml_tensor* wo = nullptr;              // [n_head*hd_v, n_embd]
+    ggml_tensor* q_norm = nullptr;          // [hd_k] (gemma3)
+    ggml_tensor* k_norm = nullptr;          // [hd_k] (gemma3)
+    ggml_tensor* post_attn_norm = nullptr;  // [n_embd] (gemma3)
+    ggml_tensor* ffn_norm = nullptr;        // [n_embd]
+    ggml_tensor* ffn_gate = nullptr;        // [n_embd, n_ff]
+    ggml_tensor* ffn_up = nullptr;          // [n_embd, n_ff]
+    ggml_tensor* ffn_down = nullptr;        // [n_ff, n_embd]
+    ggml_tensor* post_ffn_norm = nullptr;   // [n_embd] (gemma3)
+};
+
+struct Model {
+    std::unique_ptr<GgufFile> file;
+    const ArchDef* arch = nullptr;
+    std::string arch_name;
+    HParams hp;
+
+    ggml_tensor* tok_embd = nullptr;     // [n_embd, n_vocab]
+    ggml_tensor* output_norm = nullptr;  // [n_embd]
+    ggml_tensor* output = nullptr;       // [n_embd, n_vocab]; == tok_embd when tied
+    std::vector<LayerWeights> layers;
+
+    ggml_backend_dev_t device = nullptr;  // where weights live and graphs run
+    ggml_backend_buffer_t weights_buf = nullptr;
+    uint64_t n_params = 0;
+
+    explicit Model(const std::string& path);  // throws ModelLoadError
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    // Weight lookup for ArchDef::load: `need` fails with the tensor's name, `opt` may return null.
+    // ne: expected shape (ggml order, fastest first); -1 entries are not checked.
+    ggml_tensor* need(const std::string& name, std::vector<int64_t> ne) const;
+    ggml_tensor* opt(const std::string& name, std::vector<int64_t> ne) const;
+    std::string key(const std::string& suffix) const { return arch_name + "." + suffix; }
+
+    // Shared pieces of ArchDef::load.
+    void check_head_dims() const;  // sane n_embd/n_layer/n_head/n_head_kv/n_ff, else ModelLoadError
+    void bind_common();            // token_embd, output_norm, output (tied if absent); sizes layers
+    void bind_attention(int il, LayerWeights& w);  // attn_norm, q/k/v/o
+    void bind_ffn(int il, LayerWeights& w);        // ffn_norm, gate/up/down
+
+  private:
+    void choose_device();
+    void load_weights();
+};
+
+}  // namespace lanner
