@@ -1,0 +1,256 @@
+"""Google Gemini v1beta dialect: models/{model}:generateContent, :streamGenerateContent,
+:countTokens, GET models and models/{model}.
+
+parse: request JSON (camelCase, or the snake_case the REST API also accepts) -> Call.
+render: a Collected generation -> GenerateContentResponse JSON, or events -> SSE `data:` events
+whose last carries finishReason + usageMetadata; `data: [DONE]` ends the stream unless the
+client asked for `?alt=sse` (the google-genai SDK does, and rejects a [DONE] line).
+Errors: {"error": {"code", "message", "status"}}.
+Must not: submit to the engine or touch HTTP objects (routes.py does both).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator, Optional
+
+from ...types import FinishEvent, FinishReason, GenerateRequest, SamplingParams
+from ..common import (Call, add_system_instruction, chat_tokens, check_json_output,
+                      json_instruction, make_sampling, opt_bool, opt_int, opt_number, opt_stop,
+                      opt_str, require_object, resolve_max_tokens)
+from ..errors import ApiError, bad_request
+from ..settings import http_sampling_defaults
+from ..streaming import SSE_DONE, Collected, sse
+
+ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
+
+
+def _camel(key: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
+
+
+def _norm(obj) -> dict:
+    """Keys in camelCase (the REST API accepts snake_case too)."""
+    return {_camel(k): v for k, v in obj.items()} if isinstance(obj, dict) else obj
+
+
+def sampling_defaults() -> SamplingParams:
+    """The spec's defaults: temperature 1.0 with topK 1 (i.e. greedy), nothing else on."""
+    d = http_sampling_defaults()
+    d.temperature, d.top_k = 1.0, 1
+    return d
+
+
+# ---- parse ----
+
+def _text_of(content, path: str) -> str:
+    """The text of a Content ({parts: [{text}]}), a bare string, or a list of parts."""
+    if isinstance(content, str):
+        return content
+    content = _norm(content)
+    parts = content.get("parts") if isinstance(content, dict) else content
+    if not isinstance(parts, list):
+        raise bad_request(f"{path}.parts", "must be an array of parts")
+    texts = []
+    for i, part in enumerate(parts):
+        part = _norm(part)
+        if not isinstance(part, dict):
+            raise bad_request(f"{path}.parts[{i}]", "must be an object")
+        if part.get("thought"):
+            continue  # earlier reasoning is not replayed
+        if "text" in part:
+            if not isinstance(part["text"], str):
+                raise bad_request(f"{path}.parts[{i}].text", "must be a string")
+            texts.append(part["text"])
+        elif "inlineData" in part or "fileData" in part:
+            raise bad_request(f"{path}.parts[{i}]", "this model takes text only (no inline or file data)")
+        else:
+            raise bad_request(f"{path}.parts[{i}]", "unsupported part: only text parts are accepted")
+    return "".join(texts)
+
+
+def _messages(body: dict) -> list[dict]:
+    contents = body.get("contents")
+    if isinstance(contents, (dict, str)):
+        contents = [contents]
+    if not isinstance(contents, list) or not contents:
+        raise bad_request("contents", "must be a non-empty array of Content objects")
+    messages = []
+    system = body.get("systemInstruction")
+    if system is not None:
+        text = _text_of(system, "systemInstruction")
+        if text:
+            messages.append({"role": "system", "content": text})
+    for i, c in enumerate(contents):
+        c = _norm(c) if isinstance(c, dict) else c
+        role = c.get("role") or "user" if isinstance(c, dict) else "user"
+        if role not in ("user", "model"):
+            raise bad_request(f"contents[{i}].role", f"must be 'user' or 'model', got {role!r}")
+        messages.append({"role": "assistant" if role == "model" else "user",
+                         "content": _text_of(c, f"contents[{i}]")})
+    return messages
+
+
+def _config(body: dict):
+    """(SamplingParams, maxOutputTokens or None, stop, json mode, schema)."""
+    cfg = _norm(body.get("generationConfig") or {})
+    if not isinstance(cfg, dict):
+        raise bad_request("generationConfig", "must be an object")
+    p = lambda k: f"generationConfig.{k}"  # noqa: E731
+    n = opt_int(cfg, "candidateCount", p("candidateCount"), default=1)
+    if n != 1:
+        raise bad_request(p("candidateCount"), f"only 1 candidate is supported, got {n}")
+    values = {
+        "temperature": opt_number(cfg, "temperature", p("temperature"), 0, 2),
+        "top_p": opt_number(cfg, "topP", p("topP"), 0, 1),
+        "top_k": opt_int(cfg, "topK", p("topK"), 0),
+        "presence_penalty": opt_number(cfg, "presencePenalty", p("presencePenalty"), -2, 2),
+        "frequency_penalty": opt_number(cfg, "frequencyPenalty", p("frequencyPenalty"), -2, 2),
+        "seed": opt_int(cfg, "seed", p("seed")),
+    }
+    if opt_bool(cfg, "responseLogprobs", p("responseLogprobs"), default=False):
+        values["logprobs"] = opt_int(cfg, "logprobs", p("logprobs"), 0, 20, default=0)
+    names = {"temperature": p("temperature"), "top_p": p("topP"), "top_k": p("topK"),
+             "presence_penalty": p("presencePenalty"), "frequency_penalty": p("frequencyPenalty"),
+             "seed": p("seed"), "logprobs": p("logprobs")}
+    sampling = make_sampling(sampling_defaults(), values, names)
+    max_out = opt_int(cfg, "maxOutputTokens", p("maxOutputTokens"), 1)
+    stop = opt_stop(cfg, "stopSequences", p("stopSequences"), max_n=5)
+    mime = opt_str(cfg, "responseMimeType", p("responseMimeType"), default="text/plain")
+    if mime not in ("text/plain", "application/json", "text/x.enum"):
+        raise bad_request(p("responseMimeType"), f"unsupported mime type {mime!r}")
+    schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
+    if schema is not None and not isinstance(schema, dict):
+        raise bad_request(p("responseSchema"), "must be an object")
+    if schema is not None:
+        schema = _lower_types(schema)
+    return sampling, max_out, stop, mime == "application/json", schema
+
+
+def _lower_types(schema):
+    """Gemini Schema objects spell types in capitals (STRING, OBJECT); JSON Schema does not."""
+    if isinstance(schema, dict):
+        return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v))
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_lower_types(v) for v in schema]
+    return schema
+
+
+def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool, default_max: int) -> Call:
+    body = _norm(require_object(body))
+    name = ctx.check_model(model)
+    sampling, max_out, stop, json_mode, schema = _config(body)
+    messages = _messages(body)
+    if json_mode:
+        messages = add_system_instruction(messages, json_instruction(schema))
+    tokens = chat_tokens(ctx.backend, messages, None, None, param="contents")
+    session = opt_str(body, "sessionId", "sessionId")
+    req = GenerateRequest(prompt_tokens=tokens,
+                          max_tokens=resolve_max_tokens(max_out, len(tokens), ctx.n_ctx, default_max),
+                          sampling=sampling, stop=stop, session_id=session or None)
+    return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
+                stream=stream, options={"alt_sse": alt_sse, "json": json_mode, "schema": schema})
+
+
+def count_tokens(body, ctx, model: str) -> dict:
+    body = _norm(require_object(body))
+    ctx.check_model(model)
+    inner = body.get("generateContentRequest")
+    if isinstance(inner, dict):
+        body = _norm(inner)
+    tokens = chat_tokens(ctx.backend, _messages(body), None, None, param="contents")
+    return {"totalTokens": len(tokens)}
+
+
+# ---- render ----
+
+def _finish_reason(ev: FinishEvent) -> str:
+    return "MAX_TOKENS" if ev.reason is FinishReason.LENGTH else "STOP"
+
+
+def _usage(ev: FinishEvent) -> dict:
+    u = ev.usage
+    out = {"promptTokenCount": u.prompt_tokens, "candidatesTokenCount": u.completion_tokens,
+           "totalTokenCount": u.total_tokens}
+    if u.cached_tokens:
+        out["cachedContentTokenCount"] = u.cached_tokens
+    return out
+
+
+def engine_error(ev: FinishEvent) -> ApiError:
+    return ApiError(500, f"generation failed: {ev.error or 'engine error'}")
+
+
+def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
+    cand = {"content": {"parts": [{"text": text}], "role": "model"}}
+    if finish is not None:
+        cand["finishReason"] = _finish_reason(finish)
+    cand["index"] = 0
+    return cand
+
+
+def render(call: Call, out: Collected) -> dict:
+    ev = out.finish
+    if ev.reason is FinishReason.ERROR:
+        raise engine_error(ev)
+    text = out.text
+    if call.options.get("json"):
+        text = check_json_output(text, call.options.get("schema"))
+    return {"candidates": [_candidate(text, ev)], "promptFeedback": {"safetyRatings": []},
+            "usageMetadata": _usage(ev), "modelVersion": call.model}
+
+
+def stream(call: Call, events) -> Iterator[bytes]:
+    if call.options.get("json"):  # validated before anything is sent
+        out = Collected()
+        parts = []
+        for ev in events:
+            parts.append(ev.text)
+            out.finish = ev if isinstance(ev, FinishEvent) else out.finish
+        out.text = "".join(parts)
+        try:
+            yield sse(render(call, out))
+        except ApiError as e:
+            yield sse(render_error(e))
+    else:
+        for ev in events:
+            if isinstance(ev, FinishEvent):
+                if ev.reason is FinishReason.ERROR:
+                    yield sse(render_error(engine_error(ev)))
+                    break
+                yield sse({"candidates": [_candidate(ev.text, ev)],
+                           "promptFeedback": {"safetyRatings": []},
+                           "usageMetadata": _usage(ev), "modelVersion": call.model})
+                break
+            if ev.text:
+                yield sse({"candidates": [_candidate(ev.text, None)],
+                           "promptFeedback": {"safetyRatings": []}})
+    if not call.options.get("alt_sse"):
+        yield SSE_DONE
+
+
+def model_entry(ctx) -> dict:
+    f = ctx.model_facts()
+    n_ctx = f["n_ctx"] or f["context_length"]
+    return {"name": f"models/{f['name']}", "baseModelId": f["name"], "version": "001",
+            "displayName": f["name"],
+            "description": f"{f['name']} ({f['architecture']}, {f['file']}) running locally on lanner",
+            "inputTokenLimit": n_ctx, "outputTokenLimit": n_ctx,
+            "supportedGenerationMethods": list(ACTIONS),
+            "temperature": 1.0, "topK": 1, "topP": 1.0, "maxTemperature": 2.0}
+
+
+def render_models(ctx) -> dict:
+    return {"models": [model_entry(ctx)]}
+
+
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+           404: "NOT_FOUND", 405: "UNIMPLEMENTED", 409: "ABORTED", 413: "INVALID_ARGUMENT",
+           422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+           501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def render_error(err: ApiError) -> dict:
+    return {"error": {"code": err.status, "message": err.message,
+                      "status": _STATUS.get(err.status, "UNKNOWN")}}

@@ -1,0 +1,78 @@
+"""create_app: the Falcon WSGI app serving the Gemini, Ollama and OpenAI dialects.
+
+Owns: assembling settings, the ServerContext (model handle), middleware, routes and error
+handling. With backend=None the model loads in a background thread of the process that calls
+create_app (the gunicorn worker), so /health answers 503 until it is ready.
+Also `gunicorn 'lanner.server.app:create_app()'`, configured by LANNER_* variables (settings.py).
+Must not: parse or render dialect JSON (adapters) or call _core.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import falcon
+
+from . import errors
+from .context import ServerContext
+from .errors import ApiError
+from .routes import add_routes
+from .settings import Settings
+
+log = logging.getLogger("lanner.server")
+
+
+class _Limits:
+    """413 before reading a body whose declared length is over the limit."""
+
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+
+    def process_request(self, req, resp):
+        limit = self.ctx.settings.max_body_bytes
+        if req.content_length is not None and req.content_length > limit:
+            raise ApiError(413, f"request body is {req.content_length} bytes; "
+                                f"the limit is {limit} bytes")
+
+
+class _Count:
+    """HTTP responses by route template and status, for /metrics."""
+
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        route = req.uri_template or "unmatched"
+        self.ctx.metrics.http_response(req.method, route, resp.status_code)
+
+
+class LannerApp(falcon.App):
+    """falcon.App with the server context attached as `.lanner` (hooks and tests read it)."""
+
+    lanner: ServerContext
+
+
+def _ensure_logging() -> None:
+    """Under a bare `gunicorn lanner.server.app:create_app()` nobody configured logging: make
+    the server's INFO lines (model loaded, ...) visible on stderr."""
+    if not logging.getLogger().handlers and not log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+
+
+def create_app(backend=None, settings: Optional[Settings] = None) -> LannerApp:
+    """The WSGI app. `backend` is a loaded lanner.LLM (or a test double); None = load the model
+    named by `settings` (default: Settings.from_env()) in the background."""
+    _ensure_logging()
+    settings = settings or Settings.from_env()
+    ctx = ServerContext(settings, backend)
+    app = LannerApp(middleware=[_Count(ctx), _Limits(ctx)], cors_enable=True)
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    add_routes(app, ctx)
+    errors.install(app)
+    app.lanner = ctx
+    return app

@@ -1,0 +1,185 @@
+"""The server's handle on the one hosted model: loading it in the worker, naming it, submitting.
+
+Owns: the backend (lanner.LLM or a test double) and its lazy load in a background thread (so
+/health can answer 503 while loading), the names a request may use for the model, the facts
+the model-listing endpoints report, and submit() with its metrics.
+Must not: parse or render any dialect; call _core (it uses only the backend's public API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..types import GenerateRequest
+from .errors import RETRY_AFTER_S, ApiError
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("lanner.server")
+
+
+def load_backend(settings: Settings):
+    """Build lanner.LLM from settings (runs in the gunicorn worker, after fork)."""
+    from lanner import LLM
+    from lanner.default_model import default_model_path
+
+    path = str(settings.model or default_model_path())
+    wanted = {
+        "n_ctx": settings.ctx_size or None,
+        "n_threads": settings.threads or None,
+        "n_parallel": settings.parallel,
+        "max_queue": settings.max_queue,
+    }
+    try:
+        accepted = inspect.signature(LLM).parameters
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        kwargs = {k: v for k, v in wanted.items()
+                  if v is not None and (has_var_kw or k in accepted)}
+    except (TypeError, ValueError):
+        kwargs = {}
+    return LLM(path, **kwargs)
+
+
+class ServerContext:
+    def __init__(self, settings: Settings, backend=None, load_now: bool = True):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.started = time.time()
+        self._backend = backend
+        self._load_error: Optional[str] = None
+        self._lock = threading.Lock()
+        self._loader: Optional[threading.Thread] = None
+        if backend is None and load_now:
+            self.start_loading()
+
+    # ---- loading ----
+
+    def start_loading(self) -> None:
+        with self._lock:
+            if self._backend is not None or self._loader is not None:
+                return
+            self._loader = threading.Thread(target=self._load, name="lanner-model-load", daemon=True)
+            self._loader.start()
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            backend = load_backend(self.settings)
+        except BaseException as e:  # reported by /health and every request
+            log.exception("loading the model failed")
+            self._load_error = f"{type(e).__name__}: {e}"
+            return
+        self._backend = backend
+        log.info("model %s loaded in %.1f s (%s)", self.model_name,
+                 time.perf_counter() - t0, backend.model_path)
+
+    def wait_loaded(self, timeout: Optional[float] = None) -> bool:
+        if self._loader is not None:
+            self._loader.join(timeout)
+        return self._backend is not None
+
+    @property
+    def state(self) -> str:
+        """'ready' | 'loading' | 'error'."""
+        if self._backend is not None:
+            return "ready"
+        return "error" if self._load_error else "loading"
+
+    @property
+    def load_error(self) -> Optional[str]:
+        return self._load_error
+
+    @property
+    def backend(self):
+        """The loaded backend, or ApiError 503 (loading) / 500 (load failed)."""
+        b = self._backend
+        if b is not None:
+            return b
+        if self._load_error:
+            raise ApiError(500, f"the model failed to load: {self._load_error}")
+        raise ApiError(503, "the model is still loading; retry shortly",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    # ---- names ----
+
+    @property
+    def model_name(self) -> str:
+        if self.settings.model_name:
+            return self.settings.model_name
+        b = self._backend
+        if b is not None:
+            return b.model_name
+        return Path(str(self.settings.model or "model")).stem
+
+    @property
+    def model_file(self) -> str:
+        return Path(self.backend.model_path).name
+
+    def model_names(self) -> set[str]:
+        b = self.backend
+        path = Path(b.model_path)
+        return {b.model_name, path.stem, path.name, self.model_name}
+
+    def check_model(self, requested: Optional[str], param: str = "model") -> str:
+        """The name to echo back; ApiError 404 when `requested` names another model.
+        A missing or empty name means the hosted model."""
+        if not requested:
+            return self.model_name
+        name = requested
+        if name.startswith("models/"):
+            name = name[len("models/"):]
+        names = self.model_names()
+        if name in names or (name.endswith(":latest") and name[: -len(":latest")] in names):
+            return requested
+        raise ApiError(404, f"model '{requested}' not found; this server hosts "
+                            f"'{self.model_name}'", param=param, code="model_not_found")
+
+    # ---- facts for the model-listing endpoints ----
+
+    def model_facts(self) -> dict:
+        b = self.backend
+        meta = dict(b.metadata or {})
+        path = Path(b.model_path)
+        try:
+            st = path.stat()
+            size, mtime = st.st_size, st.st_mtime
+        except OSError:
+            size, mtime = 0, self.started
+        digest = hashlib.sha256(f"{path.resolve()}:{size}:{mtime}".encode()).hexdigest()
+        return {
+            "name": self.model_name, "file": path.name, "path": str(path), "size": size,
+            "modified": mtime, "digest": digest, "metadata": meta,
+            "architecture": meta.get("architecture", "unknown"),
+            "context_length": int(meta.get("context_length") or 0),
+            "n_ctx": int(getattr(b, "n_ctx", 0) or 0),
+        }
+
+    # ---- tokens and submission ----
+
+    @property
+    def n_ctx(self) -> int:
+        return int(getattr(self.backend, "n_ctx", 0) or 0)
+
+    def submit(self, req: GenerateRequest, dialect: str):
+        """engine.submit with metrics; raises OverloadedError / ContextOverflowError /
+        ValidationError unchanged (errors.py maps them)."""
+        try:
+            stream = self.backend.engine.submit(req)
+        except Exception as e:
+            self.metrics.rejected(dialect, type(e).__name__)
+            raise
+        self.metrics.submitted(dialect)
+        return stream
+
+    def stats(self):
+        return self.backend.engine.stats()
+
+    def pid(self) -> int:
+        return os.getpid()

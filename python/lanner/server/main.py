@@ -1,0 +1,121 @@
+"""`lanner serve`: the Falcon app under gunicorn (an embedded BaseApplication).
+
+One worker process (gthread) holds the model: create_app runs in the worker after fork, so the
+model is never loaded in the arbiter; HTTP requests run on the worker's threads, the engine's
+model thread decodes. Entry points: serve_main(argv), or add_serve_parser(subparsers) +
+run_serve(args) for the `lanner` CLI.
+Must not: load the model itself (the worker's create_app does, in the background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from gunicorn.app.base import BaseApplication
+
+from .settings import ENV_VARS, Settings
+
+log = logging.getLogger("lanner.server")
+
+_FLAGS = [  # (flag, Settings field, type, help)
+    ("--model", "model", str, "GGUF file to serve (default: $LANNER_MODEL or the embedded SmolLM2)"),
+    ("--model-name", "model_name", str, "name the API reports (default: the file's stem)"),
+    ("--host", "host", str, "interface to listen on (default 127.0.0.1)"),
+    ("--port", "port", int, "TCP port (default 8080)"),
+    ("--threads", "threads", int, "CPU threads for the model (default: the engine's choice)"),
+    ("--parallel", "parallel", int, "sequences decoded together (default 4)"),
+    ("--ctx-size", "ctx_size", int, "KV cache size in tokens (default: the model's context)"),
+    ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none (default 200)"),
+    ("--max-queue", "max_queue", int, "requests that may wait for a slot before 503 (default 64)"),
+    ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 8 MiB)"),
+    ("--http-threads", "http_threads", int, "gunicorn request threads (default parallel+max-queue+8)"),
+]
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    for flag, dest, typ, help_ in _FLAGS:
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    env = ", ".join(ENV_VARS)
+    p = subparsers.add_parser("serve", help="serve the Gemini, Ollama and OpenAI REST APIs",
+                              description="Serve one GGUF model over HTTP (gunicorn, one worker). "
+                                          f"Flags override the environment variables {env}.")
+    add_serve_arguments(p)
+    p.set_defaults(func=run_serve)
+    return p
+
+
+class LannerServer(BaseApplication):
+    """gunicorn application: 1 gthread worker; the app (and the model) is built in the worker."""
+
+    def __init__(self, settings: Settings, log_level: str = "info"):
+        self.settings = settings
+        self.options = {
+            "bind": f"{settings.host}:{settings.port}",
+            "workers": 1,                 # one process holds the model
+            "worker_class": "gthread",
+            "threads": settings.gunicorn_threads(),
+            "timeout": 120,               # heartbeat; model loading runs in a background thread
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "preload_app": False,         # never load the model before fork
+            "loglevel": log_level,
+            "proc_name": "lanner-serve",
+            "when_ready": self._when_ready,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app
+
+        return create_app(settings=self.settings)
+
+    def _when_ready(self, server) -> None:
+        s = self.settings
+        server.log.info("lanner: serving %s on http://%s:%d (Gemini /v1beta, Ollama /api, "
+                        "OpenAI /v1); GET /health answers 200 once the model is loaded",
+                        s.model, s.host, s.port)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
+    try:
+        settings = Settings.from_env(**overrides)
+        if settings.model is None:
+            from lanner.default_model import default_model_path
+
+            settings.model = str(default_model_path())
+        if not Path(settings.model).is_file():
+            raise FileNotFoundError(f"model file not found: {settings.model}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lanner serve: {e}", file=sys.stderr)
+        return 2
+    _configure_logging(getattr(args, "log_level", "info"))
+    LannerServer(settings, getattr(args, "log_level", "info")).run()
+    return 0
+
+
+def serve_main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="lanner serve", description="Serve one GGUF model over HTTP.")
+    add_serve_arguments(p)
+    return run_serve(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())

@@ -1,0 +1,226 @@
+"""Falcon resources: the HTTP glue between a dialect adapter and the engine.
+
+Owns: reading the JSON body (size limit -> 413, bad JSON -> 400), calling the adapter's parse,
+submitting to the engine, and handing the adapter's rendering to Falcon (a JSON body, or a
+ResponseBody stream whose close aborts the request), plus the utility endpoints.
+Must not: build dialect JSON (adapters do) or call _core (the backend's public API only).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import falcon
+
+from .adapters import gemini, ollama, openai
+from .common import Call
+from .context import ServerContext
+from .errors import RETRY_AFTER_S, ApiError
+from .streaming import ResponseBody, TrackedEvents, collect, dumps
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+
+
+def read_json(req: falcon.Request, ctx: ServerContext):
+    limit = ctx.settings.max_body_bytes
+    if req.content_length is not None and req.content_length > limit:
+        raise ApiError(413, f"request body is {req.content_length} bytes; the limit is {limit} bytes")
+    data = req.bounded_stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+    if not data.strip():
+        raise ApiError(400, "request body is empty; expected a JSON object")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"malformed JSON in request body: {e}") from None
+
+
+def send_json(resp: falcon.Response, obj, status: int = 200) -> None:
+    resp.status = status
+    resp.content_type = "application/json"
+    resp.text = dumps(obj)
+
+
+def run_call(resp: falcon.Response, ctx: ServerContext, call: Call, dialect: str,
+             render: Callable, stream: Callable, content_type: str) -> None:
+    """Submit one parsed call and answer with the whole result or a stream of it."""
+    rs = ctx.submit(call.request, dialect)
+    events = TrackedEvents(rs, on_finish=ctx.metrics.finish)
+    if call.stream:
+        resp.content_type = content_type
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = ResponseBody(events, stream(call, events), on_abort=ctx.metrics.client_abort)
+        return
+    out = collect(events, on_abort=ctx.metrics.client_abort)
+    send_json(resp, render(call, out))
+
+
+class _Resource:
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+
+    @property
+    def max_tokens(self) -> int:
+        return self.ctx.settings.max_tokens
+
+
+# ---- OpenAI ----
+
+class OpenAIChat(_Resource):
+    def on_post(self, req, resp):
+        call = openai.parse_chat(read_json(req, self.ctx), self.ctx, self.max_tokens)
+        run_call(resp, self.ctx, call, "openai", openai.render_chat, openai.stream_chat, SSE)
+
+
+class OpenAICompletions(_Resource):
+    def on_post(self, req, resp):
+        call = openai.parse_completion(read_json(req, self.ctx), self.ctx, self.max_tokens)
+        run_call(resp, self.ctx, call, "openai", openai.render_completion,
+                 openai.stream_completion, SSE)
+
+
+class OpenAIModels(_Resource):
+    def on_get(self, req, resp):
+        send_json(resp, openai.render_models(self.ctx))
+
+
+class OpenAIModel(_Resource):
+    def on_get(self, req, resp, name):
+        self.ctx.check_model(name)
+        send_json(resp, openai.model_entry(self.ctx))
+
+
+# ---- Gemini ----
+
+class GeminiModels(_Resource):
+    def on_get(self, req, resp):
+        send_json(resp, gemini.render_models(self.ctx))
+
+
+class GeminiModel(_Resource):
+    """/v1beta/models/{name}: GET the model; POST {model}:{action}."""
+
+    def on_get(self, req, resp, name):
+        if ":" in name:
+            raise falcon.HTTPMethodNotAllowed(["POST"])
+        self.ctx.check_model(name)
+        send_json(resp, gemini.model_entry(self.ctx))
+
+    def on_post(self, req, resp, name):
+        model, _, action = name.rpartition(":")
+        if not model or action not in gemini.ACTIONS:
+            raise ApiError(404, f"unknown method {action or name!r}; expected one of "
+                                f"{', '.join(gemini.ACTIONS)}")
+        body = read_json(req, self.ctx)
+        if action == "countTokens":
+            send_json(resp, gemini.count_tokens(body, self.ctx, model))
+            return
+        alt_sse = req.get_param("alt") == "sse"
+        call = gemini.parse_generate(body, self.ctx, model, action == "streamGenerateContent",
+                                     alt_sse, self.max_tokens)
+        run_call(resp, self.ctx, call, "gemini", gemini.render, gemini.stream, SSE)
+
+
+# ---- Ollama ----
+
+class OllamaGenerate(_Resource):
+    def on_post(self, req, resp):
+        body = read_json(req, self.ctx)
+        call = ollama.parse_generate(body, self.ctx, self.max_tokens)
+        if call is None:
+            send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), "generate"))
+            return
+        run_call(resp, self.ctx, call, "ollama", ollama.render, ollama.stream, NDJSON)
+
+
+class OllamaChat(_Resource):
+    def on_post(self, req, resp):
+        body = read_json(req, self.ctx)
+        call = ollama.parse_chat(body, self.ctx, self.max_tokens)
+        if call is None:
+            send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), "chat"))
+            return
+        run_call(resp, self.ctx, call, "ollama", ollama.render, ollama.stream, NDJSON)
+
+
+class OllamaTags(_Resource):
+    def on_get(self, req, resp):
+        send_json(resp, ollama.render_tags(self.ctx))
+
+
+class OllamaShow(_Resource):
+    def on_post(self, req, resp):
+        send_json(resp, ollama.render_show(self.ctx, read_json(req, self.ctx)))
+
+
+class OllamaPs(_Resource):
+    def on_get(self, req, resp):
+        send_json(resp, ollama.render_ps(self.ctx))
+
+
+# ---- utility ----
+
+class Version(_Resource):
+    def on_get(self, req, resp):
+        send_json(resp, ollama.render_version())
+
+
+class Health(_Resource):
+    def on_get(self, req, resp):
+        state = self.ctx.state
+        if state == "ready":
+            send_json(resp, {"status": "ok", "model": self.ctx.model_name})
+            return
+        body = {"status": state}
+        if state == "error":
+            body["error"] = self.ctx.load_error
+        send_json(resp, body, 503)
+        resp.set_header("Retry-After", str(RETRY_AFTER_S))
+
+
+class QueueStatus(_Resource):
+    def on_get(self, req, resp):
+        s = self.ctx.stats()
+        send_json(resp, {"busy": s.busy, "pending_requests": s.pending,
+                         "total_processed": s.total_processed, "running": s.running,
+                         "parallel": self.ctx.settings.parallel,
+                         "max_queue": self.ctx.settings.max_queue,
+                         "kv_cells_used": s.kv_cells_used, "n_ctx": s.n_ctx})
+
+
+class Metrics(_Resource):
+    def on_get(self, req, resp):
+        stats = self.ctx.stats() if self.ctx.state == "ready" else None
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.text = self.ctx.metrics.render(stats, self.ctx.state)
+
+
+class HostedModel(_Resource):
+    """/api/models: the one hosted model and the server's defaults (the web UI extends this)."""
+
+    def on_get(self, req, resp):
+        f = self.ctx.model_facts()
+        b = self.ctx.backend
+        send_json(resp, {"model": f["name"], "file": f["file"], "path": f["path"],
+                         "size": f["size"], "architecture": f["architecture"],
+                         "backend": getattr(b, "backend_name", "ggml"),
+                         "context_length": f["context_length"], "n_ctx": f["n_ctx"],
+                         "default_max_tokens": self.ctx.settings.max_tokens, "loaded": True})
+
+
+def add_routes(app: falcon.App, ctx: ServerContext) -> None:
+    table = [
+        ("/v1/chat/completions", OpenAIChat), ("/v1/completions", OpenAICompletions),
+        ("/v1/models", OpenAIModels), ("/v1/models/{name}", OpenAIModel),
+        ("/v1beta/models", GeminiModels), ("/v1beta/models/{name}", GeminiModel),
+        ("/api/generate", OllamaGenerate), ("/api/chat", OllamaChat),
+        ("/api/chat/ollama", OllamaChat), ("/api/tags", OllamaTags), ("/api/show", OllamaShow),
+        ("/api/ps", OllamaPs), ("/api/version", Version), ("/api/queue/status", QueueStatus),
+        ("/api/models", HostedModel), ("/health", Health), ("/metrics", Metrics),
+    ]
+    for path, resource in table:
+        app.add_route(path, resource(ctx))

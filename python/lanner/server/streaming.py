@@ -1,0 +1,130 @@
+"""Response framing (SSE, NDJSON) and the WSGI body that ties one response to one engine request.
+
+Owns: ResponseBody, the iterable a streaming responder hands to Falcon. The WSGI server calls
+its close() when the response ends or the client goes away (a write fails); if the engine's
+RequestStream has not finished by then, close() aborts it so its KV cells are freed.
+Also `collect` for non-streaming responses, with the same abort-on-exit guarantee.
+Must not: know any dialect's JSON; adapters render events to bytes, this module only frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Optional
+
+from ..types import FinishEvent, TokenEvent
+
+log = logging.getLogger("lanner.server")
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def sse(obj) -> bytes:
+    """One Server-Sent Event carrying a JSON object."""
+    return b"data: " + dumps(obj).encode("utf-8") + b"\n\n"
+
+
+def ndjson(obj) -> bytes:
+    """One newline-delimited JSON line."""
+    return dumps(obj).encode("utf-8") + b"\n"
+
+
+class TrackedEvents:
+    """Iterates a RequestStream, noting whether its FinishEvent was seen (and calling on_finish)."""
+
+    def __init__(self, stream, on_finish: Optional[Callable[[FinishEvent], None]] = None):
+        self.stream = stream
+        self.finished: Optional[FinishEvent] = None
+        self._on_finish = on_finish
+
+    def __iter__(self) -> Iterator:
+        for ev in self.stream:
+            if isinstance(ev, FinishEvent):
+                self.finished = ev
+                if self._on_finish is not None:
+                    self._on_finish(ev)
+            yield ev
+            if isinstance(ev, FinishEvent):
+                return
+
+    def abort_if_unfinished(self) -> bool:
+        """Close the engine stream if it has not finished; True if that aborted a request."""
+        if self.finished is not None:
+            return False
+        try:
+            self.stream.close()
+        except Exception:  # the client is gone either way; never let cleanup raise into WSGI
+            log.exception("closing request stream failed")
+        return True
+
+
+class ResponseBody:
+    """WSGI iterable of bytes chunks; close() = response over (done or client gone)."""
+
+    def __init__(self, events: TrackedEvents, chunks: Iterator[bytes],
+                 on_abort: Optional[Callable[[], None]] = None):
+        self.events = events
+        self._chunks = chunks
+        self._on_abort = on_abort
+        self._closed = False
+
+    def __iter__(self) -> "ResponseBody":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self.events.abort_if_unfinished() and self._on_abort is not None:
+                self._on_abort()
+
+
+@dataclass
+class Collected:
+    """A whole generation: the text, each token event, and how it finished."""
+
+    text: str = ""
+    tokens: list[TokenEvent] = field(default_factory=list)
+    finish: Optional[FinishEvent] = None
+
+
+def collect(events: TrackedEvents, on_abort: Optional[Callable[[], None]] = None) -> Collected:
+    """Drain a stream for a non-streaming response; abort it if draining is interrupted."""
+    out = Collected()
+    parts: list[str] = []
+    try:
+        for ev in events:
+            if isinstance(ev, FinishEvent):
+                parts.append(ev.text)
+                out.finish = ev
+            else:
+                parts.append(ev.text)
+                out.tokens.append(ev)
+    finally:
+        if events.abort_if_unfinished() and on_abort is not None:
+            on_abort()
+    out.text = "".join(parts)
+    return out
+
+
+def iter_text(events: Iterable) -> Iterator[tuple[Optional[TokenEvent], str, Optional[FinishEvent]]]:
+    """(token_event, text_delta, finish_event) triples; the finish triple carries held-back text."""
+    for ev in events:
+        if isinstance(ev, FinishEvent):
+            yield None, ev.text, ev
+        else:
+            yield ev, ev.text, None

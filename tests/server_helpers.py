@@ -1,0 +1,47 @@
+"""Helpers for the server tests: a Falcon TestClient over a fake backend, and the app served on
+a loopback port (wsgiref, one thread per request) for clients that need a real socket."""
+
+from __future__ import annotations
+
+import contextlib
+import socketserver
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import falcon.testing
+
+from fake_backend import FakeLLM
+from lanner.server.app import create_app
+from lanner.server.settings import Settings
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+def make_app(llm=None, **settings):
+    llm = llm if llm is not None else FakeLLM()
+    return create_app(llm, Settings(**settings))
+
+
+def make_client(llm=None, **settings) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(make_app(llm, **settings))
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """Serve `app` on 127.0.0.1:<free port>; yields the base URL."""
+    httpd = make_server("127.0.0.1", 0, app, server_class=_ThreadingWSGIServer,
+                        handler_class=_QuietHandler)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
