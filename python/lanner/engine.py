@@ -1,0 +1,415 @@
+"""Engine: one model thread running continuous batching over a native `_core.Context`.
+
+Owns: the context (only the model thread touches it), the bounded wait queue, the running slots,
+the prefix cache and the stats. submit / abort / stats / close may be called from any thread.
+A step: apply aborts, admit waiting requests (prefix-cache match), build ONE batch (a decode token
+per generating slot + prompt chunks within the step budget), decode, then sample + detokenize each
+logits row and emit events. Must not: parse dialects, template or tokenize text (ids arrive ready).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .prefix_cache import PrefixCache
+from .request_stream import RequestStream
+from .scheduler import build_step
+from .slot import Slot
+from .types import (
+    ContextOverflowError,
+    EngineStats,
+    FinishEvent,
+    FinishReason,
+    GenerateRequest,
+    OverloadedError,
+    Timings,
+    TokenEvent,
+    TokenLogprob,
+    Usage,
+)
+
+DEFAULT_STEP_TOKENS = 512  # tokens per decode batch (decode tokens + prompt chunk)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    req: GenerateRequest
+    stream: RequestStream
+    t_submit: int  # ns
+
+
+def _default_sampler(params):
+    from .sampling import Sampler
+
+    return Sampler(params)
+
+
+def _default_detokenizer(tokenizer, stop):
+    from .detokenizer import Detokenizer
+
+    return Detokenizer(tokenizer, stop=stop)
+
+
+class Engine:
+    """Continuous-batching generation over `context` (a `_core.Context`, or anything with its API).
+
+    tokenizer: gives `eog_ids` and `token_bytes` (and is handed to the Detokenizer).
+    n_parallel: sequences decoded together (<= context.n_seq_max; the other seq ids hold cache).
+    step_token_budget: tokens per step; a long prompt is prefilled in chunks of what is left of it.
+    """
+
+    def __init__(
+        self,
+        context: Any,
+        tokenizer: Any,
+        *,
+        n_parallel: int = 4,
+        max_queue: int = 64,
+        step_token_budget: Optional[int] = None,
+        n_vocab: Optional[int] = None,
+        sampler_factory: Optional[Callable[[Any], Any]] = None,
+        detokenizer_factory: Optional[Callable[[Any, list[str]], Any]] = None,
+    ):
+        n_seq = int(context.n_seq_max)
+        if not 1 <= n_parallel <= n_seq:
+            raise ValueError(f"n_parallel must be in [1, n_seq_max={n_seq}], got {n_parallel}")
+        budget = DEFAULT_STEP_TOKENS if step_token_budget is None else int(step_token_budget)
+        if budget <= n_parallel:
+            raise ValueError(f"step_token_budget ({budget}) must exceed n_parallel ({n_parallel})")
+        self.n_ctx = int(context.n_ctx)           # KV cells
+        self.n_parallel = n_parallel
+        self.max_queue = max_queue
+        self.step_token_budget = budget
+        self._ctx = context
+        self._tok = tokenizer
+        self._n_vocab = n_vocab
+        self._eog = frozenset(getattr(tokenizer, "eog_ids", ()))
+        self._new_sampler = sampler_factory or _default_sampler
+        self._new_detok = detokenizer_factory or _default_detokenizer
+        self._cache = PrefixCache(context, n_seq)
+
+        # shared with other threads, guarded by _cond
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._waiting_by_id: dict[str, _Waiting] = {}
+        self._running_ids: set[str] = set()
+        self._aborts: set[str] = set()
+        self._closing = False
+        self._stats = EngineStats(n_ctx=self.n_ctx)
+
+        # model thread only
+        self._running: list[Slot] = []
+        self.profile = {"steps": 0, "decode_ns": 0, "sample_ns": 0, "tokens": 0}  # cumulative
+
+        self._thread = threading.Thread(target=self._run, name="lanner-model", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        n_ctx: int = 4096,
+        n_parallel: int = 4,
+        n_batch: int = 512,
+        max_queue: int = 64,
+        n_threads: Optional[int] = None,
+        step_token_budget: Optional[int] = None,
+        n_seq_max: Optional[int] = None,
+    ) -> "Engine":
+        """Build the native context for `model` (a `_core.Model`) and an engine over it."""
+        from . import _core
+
+        ctx = _core.Context(model, n_ctx=n_ctx, n_batch=n_batch,
+                            n_seq_max=n_seq_max or max(16, n_parallel), n_threads=n_threads or 0)
+        return cls(ctx, tokenizer, n_parallel=n_parallel, max_queue=max_queue,
+                   step_token_budget=step_token_budget or n_batch, n_vocab=model.n_vocab)
+
+    # ------------------------------------------------------------------ any thread
+    def submit(self, req: GenerateRequest) -> RequestStream:
+        """Queue `req`; returns its stream at once. Raises OverloadedError (queue full),
+        ContextOverflowError (prompt + max_tokens > n_ctx), ValueError (bad request)."""
+        prompt = req.prompt_tokens
+        if len(prompt) == 0:
+            raise ValueError("prompt_tokens is empty")
+        if req.max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {req.max_tokens}")
+        if self._n_vocab is not None and (min(prompt) < 0 or max(prompt) >= self._n_vocab):
+            raise ValueError(f"prompt_tokens has ids outside [0, {self._n_vocab})")
+        if len(prompt) + req.max_tokens > self.n_ctx:
+            raise ContextOverflowError(len(prompt), req.max_tokens, self.n_ctx)
+        req.sampling.validate()
+        if req.id is None:
+            req.id = uuid.uuid4().hex
+        stream = RequestStream(req.id, self.abort)
+        w = _Waiting(req, stream, time.monotonic_ns())
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("engine is closed")
+            if req.id in self._waiting_by_id or req.id in self._running_ids:
+                raise ValueError(f"request id {req.id!r} is already in use")
+            if req.max_tokens == 0:  # nothing to generate: finish without touching the model
+                self._finish_waiting(w, FinishReason.LENGTH)
+                return stream
+            if len(self._waiting) >= self.max_queue:
+                raise OverloadedError(f"{len(self._waiting)} requests are waiting (max_queue={self.max_queue})")
+            self._waiting.append(w)
+            self._waiting_by_id[req.id] = w
+            self._stats.pending = len(self._waiting)
+            self._stats.busy = True
+            self._cond.notify()
+        return stream
+
+    def abort(self, request_id: str) -> bool:
+        """Cancel a waiting or running request (its stream ends with reason `cancelled` within
+        one step). False if the id is unknown or already finished."""
+        with self._cond:
+            w = self._waiting_by_id.get(request_id)
+            if w is not None:
+                self._waiting.remove(w)
+                self._finish_waiting(w, FinishReason.CANCELLED)
+                return True
+            if request_id in self._running_ids:
+                self._aborts.add(request_id)
+                self._cond.notify()
+                return True
+            return False
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            s = self._stats
+            return EngineStats(**vars(s))
+
+    def close(self) -> None:
+        """Stop the model thread; every waiting or running request ends `cancelled`."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _finish_waiting(self, w: _Waiting, reason: FinishReason, error: Optional[str] = None) -> None:
+        """Finish a request that never ran. Caller holds _cond."""
+        self._waiting_by_id.pop(w.req.id, None)
+        now = time.monotonic_ns()
+        self._stats.total_processed += 1
+        self._stats.pending = len(self._waiting)
+        self._stats.busy = bool(self._waiting or self._running_ids)
+        usage = Usage(prompt_tokens=len(w.req.prompt_tokens))
+        timings = Timings(queue_ns=now - w.t_submit, total_ns=now - w.t_submit)
+        w.stream._put(FinishEvent(reason, usage, timings, error=error))
+
+    # ------------------------------------------------------------------ model thread
+    def _run(self) -> None:
+        error: Optional[str] = None
+        try:
+            while True:
+                with self._cond:
+                    while not (self._closing or self._waiting or self._running or self._aborts):
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    aborts, self._aborts = self._aborts, set()
+                for slot in [s for s in self._running if s.req.id in aborts]:
+                    self._finish(slot, FinishReason.CANCELLED)
+                self._admit()
+                if self._running:
+                    self._step()
+        except BaseException as e:  # a bug: fail everything rather than hang the streams
+            error = f"engine failure: {e!r}"
+            raise
+        finally:
+            reason = FinishReason.ERROR if error else FinishReason.CANCELLED
+            for slot in list(self._running):
+                self._finish(slot, reason, error)
+            with self._cond:
+                self._closing = True
+                while self._waiting:
+                    self._finish_waiting(self._waiting.popleft(), reason, error)
+
+    def _admit(self) -> None:
+        """Move waiting requests (FIFO) into free slots while their prompt fits the cache."""
+        while True:
+            with self._cond:
+                if not self._waiting or len(self._running) >= self.n_parallel:
+                    return
+                w = self._waiting[0]
+            if self._running and not self._fits(w.req):
+                return  # wait for running requests to finish and free cells
+            with self._cond:
+                if not self._waiting or self._waiting[0] is not w:
+                    continue  # aborted meanwhile
+                self._waiting.popleft()
+                del self._waiting_by_id[w.req.id]
+                self._running_ids.add(w.req.id)
+                self._stats.pending = len(self._waiting)
+            try:
+                slot = self._start(w)
+            except Exception as e:
+                with self._cond:
+                    self._running_ids.discard(w.req.id)
+                    self._finish_waiting(w, FinishReason.ERROR, f"could not start: {e!r}")
+                continue
+            self._running.append(slot)
+            with self._cond:
+                self._stats.running = len(self._running)
+
+    def _fits(self, req: GenerateRequest) -> bool:
+        """Rough check that the uncached prompt fits next to the cells running slots still need."""
+        _, n_cached = self._cache.match(req.prompt_tokens, req.session_id)
+        need = len(req.prompt_tokens) - n_cached
+        reserved = sum(s.prefill_left + 1 for s in self._running)
+        free = self.n_ctx - self._ctx.n_cells_used() + self._cache.idle_cells_upper()
+        return need + reserved <= free
+
+    def _start(self, w: _Waiting) -> Slot:
+        req = w.req
+        sampler = self._new_sampler(req.sampling)
+        detok = self._new_detok(self._tok, list(req.stop))
+        a = self._cache.acquire(req.prompt_tokens, req.session_id)
+        return Slot(req=req, stream=w.stream, entry=a.entry, n_prompt=len(req.prompt_tokens),
+                    n_cached=a.n_cached, sampler=sampler, detok=detok,
+                    t_submit=w.t_submit, t_start=time.monotonic_ns())
+
+    def _step(self) -> None:
+        free = self._make_room()
+        if not self._running:
+            return
+        batch = build_step(self._running, self.step_token_budget, free)
+        t0 = time.monotonic_ns()
+        try:
+            out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
+        except RuntimeError:  # no room in the KV cache; nothing was applied: evict all, retry
+            while self._cache.evict_lru():
+                pass
+            batch = build_step(self._running, self.step_token_budget,
+                               self.n_ctx - self._ctx.n_cells_used())
+            try:
+                out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
+            except Exception as e:
+                self._fail_all(f"decode failed: {e}")
+                return
+        except Exception as e:  # a core failure: the cache state is unknown
+            self._fail_all(f"decode failed: {e}")
+            return
+        t1 = time.monotonic_ns()
+        for slot, n in batch.commits:
+            slot.entry.n_cells += n
+        for i, slot in enumerate(batch.rows):
+            self._on_logits(slot, out[i])
+        t2 = time.monotonic_ns()
+        p = self.profile
+        p["steps"] += 1
+        p["decode_ns"] += t1 - t0
+        p["sample_ns"] += t2 - t1
+        p["tokens"] += batch.n_tokens
+        with self._cond:
+            self._stats.kv_cells_used = self._ctx.n_cells_used()
+
+    def _make_room(self) -> int:
+        """Free cells for this step's batch: evict idle cached sequences (LRU) until the decode
+        tokens and the wanted prompt chunk fit; if even the decode tokens cannot fit with nothing
+        left to evict, the context is full: finish the longest slot with `length`. Returns free cells."""
+        while self._running:
+            n_decode = sum(1 for s in self._running if s.has_pending)
+            n_prefill = sum(s.prefill_left for s in self._running)
+            want = n_decode + min(n_prefill, self.step_token_budget - n_decode)
+            free = self.n_ctx - self._ctx.n_cells_used()
+            if free >= want:
+                return free
+            if self._cache.evict_lru():
+                continue
+            if free >= max(n_decode, 1):
+                return free
+            victim = max(self._running, key=lambda s: s.entry.n_cells)
+            self._finish(victim, FinishReason.LENGTH, keep_cells=False)
+        return 0
+
+    def _on_logits(self, slot: Slot, logits: np.ndarray) -> None:
+        """Sample one token for `slot` from its logits row (n_vocab,), emit it, check stops."""
+        req = slot.req
+        n_lp = req.sampling.logprobs
+        try:
+            tok = int(slot.sampler.sample(logits if n_lp is None else logits.copy(), slot.entry.tokens))
+            lp = top = None
+            if n_lp is not None:
+                lp, pairs = slot.sampler.logprobs(logits, tok, n_lp)
+                top = [TokenLogprob(int(t), self._piece(int(t)), float(l)) for t, l in pairs]
+                lp = float(lp)
+        except Exception as e:
+            self._finish(slot, FinishReason.ERROR, f"sampling failed: {e!r}")
+            return
+        if slot.t_first == 0:
+            slot.t_first = time.monotonic_ns()
+        if tok in self._eog and not req.ignore_eos:
+            self._finish(slot, FinishReason.STOP)  # the EOG token itself is not emitted
+            return
+        slot.entry.tokens.append(tok)
+        slot.n_gen += 1
+        try:
+            text = slot.detok.push(tok)
+        except Exception as e:
+            self._finish(slot, FinishReason.ERROR, f"detokenizing failed: {e!r}")
+            return
+        slot.stream._put(TokenEvent(tok, text, lp, top))
+        if slot.detok.stopped:
+            self._finish(slot, FinishReason.STOP)
+        elif slot.n_gen >= req.max_tokens or len(slot.entry.tokens) >= self.n_ctx:
+            self._finish(slot, FinishReason.LENGTH)
+
+    def _piece(self, token_id: int) -> str:
+        return self._tok.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def _finish(self, slot: Slot, reason: FinishReason, error: Optional[str] = None,
+                keep_cells: Optional[bool] = None) -> None:
+        """End `slot`: emit its FinishEvent and hand its sequence to the prefix cache. A completed
+        request keeps all its cells (idle, reusable); a cancelled or failed one keeps only the
+        prefix it reused, so the cache is back to where it was before it ran."""
+        now = time.monotonic_ns()
+        done = reason in (FinishReason.STOP, FinishReason.LENGTH)
+        if keep_cells is None:
+            keep_cells = done
+        tail = ""
+        if done:
+            try:
+                tail = slot.detok.flush()
+            except Exception as e:
+                reason, error = FinishReason.ERROR, f"detokenizing failed: {e!r}"
+        self._running.remove(slot)
+        self._cache.release(slot.entry, slot.entry.n_cells if keep_cells else slot.n_cached)
+        t_first = slot.t_first or now
+        timings = Timings(queue_ns=slot.t_start - slot.t_submit, prompt_eval_ns=t_first - slot.t_start,
+                          eval_ns=now - t_first, total_ns=now - slot.t_submit)
+        usage = Usage(prompt_tokens=slot.n_prompt, completion_tokens=slot.n_gen, cached_tokens=slot.n_cached)
+        with self._cond:
+            self._running_ids.discard(slot.req.id)
+            st = self._stats
+            st.total_processed += 1
+            st.total_prompt_tokens += slot.n_prompt
+            st.total_completion_tokens += slot.n_gen
+            st.total_cached_tokens += slot.n_cached
+            st.running = len(self._running)
+            st.busy = bool(self._running or self._waiting)
+            st.kv_cells_used = self._ctx.n_cells_used()
+        slot.stream._put(FinishEvent(reason, usage, timings, error=error, text=tail))
+
+    def _fail_all(self, error: str) -> None:
+        """A decode failed: fail every running request and forget the cache (its state is unknown)."""
+        for slot in list(self._running):
+            self._finish(slot, FinishReason.ERROR, error, keep_cells=False)
+        self._cache.clear()
+        with self._cond:
+            self._stats.kv_cells_used = self._ctx.n_cells_used()
