@@ -69,12 +69,14 @@ class LannerServer(BaseApplication):
             "loglevel": log_level,
             "proc_name": "lanner-serve",
             "when_ready": self._when_ready,
+            "control_socket_disable": True,  # gunicorn>=24: one shared ctl path would collide
         }
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # skip settings this gunicorn version lacks
+                self.cfg.set(key, value)
 
     def load(self):
         from .app import create_app

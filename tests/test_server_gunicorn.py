@@ -1,0 +1,161 @@
+"""`lanner serve` for real: serve_main -> gunicorn arbiter -> one gthread worker that builds the
+app (and loads the model, here the fake backend with a slow load) after fork. Checks /health
+503 -> 200, the startup log line, concurrent streaming, and disconnect -> abort over gunicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAUNCHER = r"""
+import os, sys, time
+sys.path[:0] = [{tests!r}, {python!r}]
+import lanner.server.context as context
+from fake_backend import FakeLLM
+
+def load(settings):  # runs in the gunicorn worker (the arbiter never calls it)
+    time.sleep(1.0)
+    llm = FakeLLM(model_path=settings.model)
+    llm.engine.delay_s = 0.01
+    llm.engine.loop = True
+    with open({marker!r}, "w") as f:
+        f.write(str(os.getpid()))
+    return llm
+
+context.load_backend = load
+from lanner.server.main import serve_main
+sys.exit(serve_main(sys.argv[1:]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    model = tmp / "tiny-model.Q8_0.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 64)
+    marker = tmp / "loaded_in_pid"
+    script = tmp / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(ROOT / "tests"), python=str(ROOT / "python"),
+                                      marker=str(marker)))
+    port = free_port()
+    log = open(tmp / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, str(script), "--model", str(model), "--port", str(port),
+                             "--model-name", "tiny", "--parallel", "2", "--max-queue", "2",
+                             "--max-tokens", "20"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url, proc, tmp / "server.log", marker
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def wait_health(url: str, timeout: float = 20) -> list[int]:
+    seen = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            r = requests.get(url + "/health", timeout=2)
+            if not seen or seen[-1] != r.status_code:
+                seen.append(r.status_code)
+            if r.status_code == 200:
+                return seen
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not healthy in {timeout}s: {seen}")
+
+
+def test_serve_under_gunicorn(served):
+    url, proc, log_path, marker = served
+    seen = wait_health(url)
+    assert seen[-1] == 200 and 503 in seen  # answered 503 while the worker was loading
+    # the model was loaded in the worker process, not in the arbiter (the launcher's pid)
+    assert int(marker.read_text()) != proc.pid
+    log = log_path.read_text()
+    assert f"on {url.replace('http://', 'http://')}" in log and "gthread" in log
+    assert requests.get(url + "/health").json() == {"status": "ok", "model": "tiny"}
+    for name in ("tiny", "tiny-model.Q8_0", "tiny-model.Q8_0.gguf"):
+        r = requests.post(url + "/v1/chat/completions", json={
+            "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    assert requests.post(url + "/api/generate", json={"model": "other", "prompt": "x"}).status_code == 404
+    # the default budget is --max-tokens
+    r = requests.post(url + "/api/generate", json={"prompt": "x", "stream": False})
+    assert r.json()["eval_count"] == 20
+
+
+def test_concurrent_streams_and_disconnect(served):
+    url, _, _, _ = served
+    wait_health(url)
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    results = []
+
+    def one():
+        text = ""
+        for ch in client.chat.completions.create(model="tiny", stream=True, max_tokens=15,
+                                                 messages=[{"role": "user", "content": "go"}]):
+            if ch.choices:
+                text += ch.choices[0].delta.content or ""
+        results.append(text)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 3 and len(set(results)) == 1 and results[0]
+
+    # a client that leaves mid-stream: the worker aborts the request; the queue drains
+    body = json.dumps({"model": "tiny", "stream": True, "max_tokens": 1500,
+                       "messages": [{"role": "user", "content": "go"}]}).encode()
+    s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    got = b""
+    while got.count(b"data: ") < 5:
+        got += s.recv(4096)
+    q = requests.get(url + "/api/queue/status").json()
+    assert q["busy"] and q["running"] == 1
+    s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        q = requests.get(url + "/api/queue/status").json()
+        if not q["busy"]:
+            break
+        time.sleep(0.05)
+    assert q["busy"] is False and q["pending_requests"] == 0 and q["running"] == 0
+    m = requests.get(url + "/metrics").text
+    assert "lanner_client_disconnects_total 1" in m
+
+
+def test_serve_rejects_missing_model(tmp_path):
+    sys.path[:0] = [str(ROOT / "python")]
+    r = subprocess.run([sys.executable, "-m", "lanner.server.main", "--model", str(tmp_path / "no.gguf")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "python")},
+                       timeout=60)
+    assert r.returncode == 2 and "model file not found" in r.stderr
