@@ -189,7 +189,7 @@ class FakeLLM:
         self.model_name = Path(model_path).stem
         self.n_ctx = n_ctx
         self.reply = reply
-        self.metadata = {"architecture": "llama", "context_length": 8192, "n_vocab": 259,
+        self.metadata = {"architecture": "llama", "context_length": 8192, "n_vocab": 65536,
                          "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}\n"
                                           "{{ m.content }}<|im_end|>\n{% endfor %}",
                          "bos_token": "<s>", "eos_token": "</s>", "n_params": 135_000_000,

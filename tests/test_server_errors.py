@@ -70,6 +70,7 @@ def test_malformed_json_400(client, dialect):
     ("openai", {"stream": "yes"}, "stream"),
     ("openai", {"logit_bias": {"abc": 1}}, "logit_bias"),
     ("openai", {"logit_bias": {"5": 101}}, "logit_bias"),
+    ("openai", {"logit_bias": {"70000": 1}}, "logit_bias"),
     ("openai", {"seed": 1.5}, "seed"),
     ("openai", {"presence_penalty": -3}, "presence_penalty"),
     ("openai", {"top_logprobs": 3}, "top_logprobs"),
@@ -113,6 +114,15 @@ def test_bad_field_400_names_field(client, dialect, patch, field):
         assert r.json["error"]["type"] == "invalid_request_error"
     if dialect == "gemini":
         assert r.json["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_engine_value_error_is_400(client):
+    def refuse(req):
+        raise ValueError("prompt_tokens has ids outside [0, 10)")
+
+    client.app.lanner.backend.engine.submit = refuse
+    r = client.simulate_post("/v1/completions", json={"prompt": [1, 2]})
+    assert r.status_code == 400 and "ids outside" in r.json["error"]["message"]
 
 
 # ---- 404 / 405 ----

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..types import GenerateRequest
+from ..types import ContextOverflowError, GenerateRequest, OverloadedError, ValidationError
 from .errors import RETRY_AFTER_S, ApiError
 from .metrics import Metrics
 from .settings import Settings
@@ -174,6 +174,13 @@ class ServerContext:
             stream = self.backend.engine.submit(req)
         except Exception as e:
             self.metrics.rejected(dialect, type(e).__name__)
+            if isinstance(e, (ValidationError, ContextOverflowError, OverloadedError)):
+                raise  # errors.py gives each its status
+            if isinstance(e, ValueError):  # the engine's other checks on the request itself
+                raise ApiError(400, f"invalid request: {e}") from None
+            if isinstance(e, RuntimeError) and "closed" in str(e):
+                raise ApiError(503, "the engine is shutting down",
+                               headers={"Retry-After": str(RETRY_AFTER_S)}) from None
             raise
         self.metrics.submitted(dialect)
         return stream

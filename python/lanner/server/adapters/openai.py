@@ -28,7 +28,7 @@ ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 # ---- parse ----
 
-def _sampling(body: dict, logprobs: Optional[int]):
+def _sampling(body: dict, logprobs: Optional[int], n_vocab: int = 0):
     bias_raw = opt_dict(body, "logit_bias", "logit_bias")
     bias: dict[int, float] = {}
     for k, v in bias_raw.items():
@@ -36,6 +36,8 @@ def _sampling(body: dict, logprobs: Optional[int]):
             tok = int(k)
         except (TypeError, ValueError):
             raise bad_request("logit_bias", f"keys must be token ids, got {k!r}") from None
+        if tok < 0 or (n_vocab and tok >= n_vocab):
+            raise bad_request("logit_bias", f"token id {tok} is outside the vocabulary [0, {n_vocab})")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not -100 <= v <= 100:
             raise bad_request("logit_bias", f"values must be numbers in [-100, 100], got {v!r}")
         bias[tok] = float(v)
@@ -53,6 +55,13 @@ def _sampling(body: dict, logprobs: Optional[int]):
         "logprobs": logprobs,
     }
     return make_sampling(http_sampling_defaults(), values, {})
+
+
+def _n_vocab(ctx) -> int:
+    try:
+        return int(ctx.backend.metadata.get("n_vocab") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
 
 
 def _common(body: dict, ctx, n_prompt_fn) -> dict:
@@ -136,7 +145,7 @@ def parse_chat(body, ctx, default_max_tokens: int) -> Call:
     top = opt_int(body, "top_logprobs", "top_logprobs", 0, 20)
     if top is not None and not logprobs_on:
         raise bad_request("top_logprobs", "requires logprobs to be true")
-    sampling = _sampling(body, (top or 0) if logprobs_on else None)
+    sampling = _sampling(body, (top or 0) if logprobs_on else None, _n_vocab(ctx))
     messages = _messages(body)
     tools = opt_list(body, "tools", "tools")
     if opt_str(body, "tool_choice", "tool_choice") == "none":
@@ -166,7 +175,7 @@ def parse_completion(body, ctx, default_max_tokens: int) -> Call:
     body = require_object(body)
     c = _common(body, ctx, None)
     lp = opt_int(body, "logprobs", "logprobs", 0, 5)
-    sampling = _sampling(body, lp)
+    sampling = _sampling(body, lp, _n_vocab(ctx))
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
@@ -174,6 +183,9 @@ def parse_completion(body, ctx, default_max_tokens: int) -> Call:
         tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     elif isinstance(prompt, list) and prompt and all(
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+        n_vocab = _n_vocab(ctx)
+        if n_vocab and max(prompt) >= n_vocab:
+            raise bad_request("prompt", f"token ids must be < {n_vocab} (the vocabulary size)")
         tokens = list(prompt)
     elif isinstance(prompt, list) and len(prompt) > 1:
         raise bad_request("prompt", "only one prompt per request is supported")
