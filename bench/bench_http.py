@@ -186,9 +186,12 @@ def main() -> None:
     if args.peer == "direct":
         if not args.model:
             raise SystemExit("--peer direct needs --model")
-        from lanner import LLM
+        from lanner.server.context import load_backend
+        from lanner.server.settings import Settings
 
-        llm = LLM(args.model, n_parallel=args.parallel, **({"n_ctx": args.ctx_size} if args.ctx_size else {}))
+        # built exactly as the server builds it (same engine sizes)
+        llm = load_backend(Settings(model=args.model, parallel=args.parallel,
+                                    max_queue=max(args.clients, 4), ctx_size=args.ctx_size))
         tally, elapsed = run(direct_client, args.clients, args.seconds, llm, args.max_tokens)
         direct_tps = report("direct", tally, elapsed)
         close = getattr(llm, "close", None)
