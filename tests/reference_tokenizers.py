@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from gguf import GGUFReader as _GGUFReader
 from gguf_metadata import read_metadata
 from lanner.default_model import gemma3_path, smollm2_path
 
@@ -23,9 +24,7 @@ def model_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _reader(path: str):
-    from gguf import GGUFReader
-
-    return GGUFReader(path, "r")
+    return _GGUFReader(path, "r")  # the real class, even while hf_tokenizer swaps gguf's
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,188 @@
+"""Chat templates: messages -> prompt text, by the model's own Jinja template or a built-in one.
+
+Owns: rendering GGUF `tokenizer.chat_template` in a sandboxed, immutable Jinja2 environment
+configured the way Hugging Face renders templates (trim_blocks, lstrip_blocks, loop controls,
+a non-escaping `tojson`, `raise_exception`, `strftime_now`, a pass-through `{% generation %}`),
+and the built-in Gemma / ChatML templates used when the file has none. Must not: tokenize, or
+let a template reach Python internals - any failure or sandbox violation is a ChatTemplateError.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Optional, Sequence
+
+import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+GEMMA_ARCHS = frozenset({"gemma", "gemma2", "gemma3", "gemma3n"})
+
+
+class ChatTemplateError(ValueError):
+    """The chat template could not be compiled or rendered for these messages."""
+
+
+class _TemplateRaised(TemplateError):
+    """raise_exception(...) called by the template itself."""
+
+
+# ---- built-in templates (written for lanner) -----------------------------------------------
+
+# Gemma's documented turn format: BOS, then "<start_of_turn>{user|model}\n{text}<end_of_turn>\n"
+# per message; a leading system message becomes the first turn's opening paragraph (a user
+# turn of its own when nothing follows it);
+# "<start_of_turn>model\n" asks for the reply. Message text is trimmed as Google's format does.
+GEMMA_TEMPLATE = """\
+{%- macro text(content) -%}
+  {%- if content is string -%}{{ content | trim }}
+  {%- elif content is iterable -%}
+    {%- for part in content -%}
+      {%- if part.type == 'text' -%}{{ part.text | trim }}
+      {%- elif part.type == 'image' -%}{{ '<start_of_image>' }}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- elif content is not none -%}{{ raise_exception('message content must be text or a list of parts') }}
+  {%- endif -%}
+{%- endmacro -%}
+{{- bos_token -}}
+{%- set ns = namespace(prefix='', start=0) -%}
+{%- if messages and messages[0].role == 'system' -%}
+  {%- set ns.prefix = text(messages[0].content) + '\\n\\n' -%}
+  {%- set ns.start = 1 -%}
+{%- endif -%}
+{%- for m in messages[ns.start:] -%}
+  {%- if m.role == 'assistant' or m.role == 'model' -%}{%- set role = 'model' -%}
+  {%- elif m.role == 'user' -%}{%- set role = 'user' -%}
+  {%- else -%}{{ raise_exception("Gemma's chat format has no '" ~ m.role ~ "' role (only user and assistant, plus a leading system message)") }}
+  {%- endif -%}
+  {{- '<start_of_turn>' ~ role ~ '\\n' -}}
+  {%- if loop.first -%}{{ ns.prefix }}{%- endif -%}
+  {{- text(m.content) ~ '<end_of_turn>\\n' -}}
+{%- else -%}
+  {%- if ns.prefix -%}{{ '<start_of_turn>user\\n' ~ ns.prefix | trim ~ '<end_of_turn>\\n' }}{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}
+"""
+
+# ChatML: "<|im_start|>{role}\n{content}<|im_end|>\n" per message, "<|im_start|>assistant\n" to reply.
+CHATML_TEMPLATE = """\
+{%- for m in messages -%}
+  {{- '<|im_start|>' ~ m.role ~ '\\n' -}}
+  {%- if m.content is string -%}{{ m.content }}
+  {%- elif m.content is iterable -%}
+    {%- for part in m.content -%}{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}{%- endfor -%}
+  {%- endif -%}
+  {{- '<|im_end|>\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}
+"""
+
+
+# ---- the Jinja environment -----------------------------------------------------------------
+
+class _GenerationBlock(Extension):
+    """`{% generation %}...{% endgeneration %}` (marks assistant text for training masks): renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body).set_lineno(lineno)
+
+
+def _raise_exception(message: Any) -> None:
+    raise _TemplateRaised(str(message))
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+            sort_keys: bool = False) -> str:
+    """json.dumps without HTML escaping and non-ASCII kept, as templates written for HF expect."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, but an unsafe attribute access fails at once.
+
+    The stock sandbox returns an Undefined that only fails when used further, so
+    `{{ x.__class__ }}` would print "" - we refuse the template instead.
+    """
+
+    def unsafe_undefined(self, obj: Any, attribute: str):
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = _StrictSandbox(trim_blocks=True, lstrip_blocks=True,
+                         extensions=[_GenerationBlock, "jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+_ENV = _environment()
+
+
+# ---- the template --------------------------------------------------------------------------
+
+class ChatTemplate:
+    """A compiled chat template plus the special-token texts it is rendered with."""
+
+    def __init__(self, source: str, *, bos_token: Optional[str] = None, eos_token: Optional[str] = None,
+                 name: str = "custom"):
+        self.source = source
+        self.name = name  # "file" (from the GGUF), "gemma", "chatml" or "custom"
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        try:
+            self._template = _ENV.from_string(source)
+        except TemplateSyntaxError as e:
+            raise ChatTemplateError(f"chat template syntax error at line {e.lineno}: {e.message}") from None
+        except TemplateError as e:
+            raise ChatTemplateError(f"chat template does not compile: {e}") from None
+
+    @classmethod
+    def from_metadata(cls, meta: dict, tokenizer: Any = None, name: Optional[str] = None) -> "ChatTemplate":
+        """The file's `tokenizer.chat_template` (or `tokenizer.chat_template.<name>`), else a built-in:
+        Gemma for architectures gemma/gemma2/gemma3, ChatML otherwise."""
+        bos = getattr(tokenizer, "bos_text", None)
+        eos = getattr(tokenizer, "eos_text", None)
+        key = "tokenizer.chat_template" + (f".{name}" if name else "")
+        source = meta.get(key)
+        if isinstance(source, str) and source.strip():
+            return cls(source, bos_token=bos, eos_token=eos, name="file")
+        if name:
+            raise ChatTemplateError(f"the model has no chat template named {name!r}")
+        if meta.get("general.architecture") in GEMMA_ARCHS:
+            return cls(GEMMA_TEMPLATE, bos_token=bos, eos_token=eos, name="gemma")
+        return cls(CHATML_TEMPLATE, bos_token=bos, eos_token=eos, name="chatml")
+
+    def render(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+               tools: Optional[list] = None, **kwargs: Any) -> str:
+        """Prompt text for `messages` ([{"role", "content", ...}]); kwargs reach the template
+        (e.g. enable_thinking=False) and may override bos_token / eos_token."""
+        if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) for m in messages):
+            raise ChatTemplateError("messages must be a list of {'role': ..., 'content': ...} objects")
+        variables = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
+        variables.update(kwargs)
+        variables.update(messages=list(messages), add_generation_prompt=add_generation_prompt, tools=tools)
+        try:
+            return self._template.render(**variables)
+        except _TemplateRaised as e:
+            raise ChatTemplateError(f"chat template rejected the request: {e.message}") from None
+        except SecurityError as e:
+            raise ChatTemplateError(f"chat template attempted an unsafe operation: {e}") from None
+        except TemplateError as e:
+            raise ChatTemplateError(f"chat template failed: {e}") from None
+        except Exception as e:  # errors inside template expressions (TypeError, KeyError, ...)
+            raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from None
