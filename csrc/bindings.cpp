@@ -99,6 +99,13 @@ static py::array decode(py::object self, I32 tokens, I32 pos, I32 seq, U8 want) 
                               c.logits(), self);
 }
 
+static ggml_type kv_type(const std::string& s, const char* what) {
+    if (s == "f16") return GGML_TYPE_F16;
+    if (s == "f32") return GGML_TYPE_F32;
+    if (s == "q8_0") return GGML_TYPE_Q8_0;
+    throw std::invalid_argument(std::string(what) + " must be one of f16, f32, q8_0; got '" + s + "'");
+}
+
 PYBIND11_MODULE(_core, mod) {
     mod.doc() = "lanner native core: GGUF models on ggml, multi-sequence KV cache, batched decode";
     py::register_exception<ModelLoadError>(mod, "ModelLoadError", PyExc_ValueError);
@@ -124,13 +131,16 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("metadata", &metadata, "every GGUF key: scalars, str, list[str], numpy arrays");
 
     py::class_<Context>(mod, "Context")
-        .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads) {
+        .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads,
+                         const std::string& type_k, const std::string& type_v) {
                  ContextParams p{n_ctx, n_batch, n_seq_max, n_threads};
+                 p.type_k = type_k.empty() ? GGML_TYPE_COUNT : kv_type(type_k, "type_k");
+                 p.type_v = type_v.empty() ? GGML_TYPE_COUNT : kv_type(type_v, "type_v");
                  py::gil_scoped_release release;
                  return std::make_unique<Context>(std::move(m), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_seq_max") = 16,
-             py::arg("n_threads") = 0)
+             py::arg("n_threads") = 0, py::arg("type_k") = "", py::arg("type_v") = "")
         .def("decode", &decode, py::arg("tokens"), py::arg("pos"), py::arg("seq_id"), py::arg("want_logits"),
              "Decode one batch; returns (n_out, n_vocab) float32 logits for entries with want_logits, "
              "a view valid until the next decode.")
@@ -147,5 +157,7 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("n_batch", [](Context& c) { return c.params().n_batch; })
         .def_property_readonly("n_seq_max", [](Context& c) { return c.params().n_seq_max; })
         .def_property_readonly("device", &Context::device_name)
+        .def_property_readonly("type_k", [](Context& c) { return std::string(ggml_type_name(c.params().type_k)); })
+        .def_property_readonly("type_v", [](Context& c) { return std::string(ggml_type_name(c.params().type_v)); })
         .def_property("n_threads", &Context::n_threads, &Context::set_n_threads);
 }

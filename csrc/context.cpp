@@ -30,8 +30,11 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     }
     set_n_threads(params_.n_threads);
 
+    const ggml_type kv_default = backend_ == backend_cpu_ ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    if (params_.type_k == GGML_TYPE_COUNT) params_.type_k = kv_default;
+    if (params_.type_v == GGML_TYPE_COUNT) params_.type_v = kv_default;
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
-                                    params_.n_seq_max, GGML_TYPE_F16);
+                                    params_.n_seq_max, params_.type_k, params_.type_v);
 
     graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * 64);
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));

@@ -1,5 +1,5 @@
 // KvCache: the multi-sequence key/value cache.
-// Owns per-layer K and V tensors ([n_embd_{k,v}_gqa, n_ctx], f16) in one backend buffer and
+// Owns per-layer K and V tensors ([n_embd_{k,v}_gqa, n_ctx]) in one backend buffer and
 // the cell table: each cell holds one position and the set of sequences that see it, so a
 // prefix is shared between sequences by tagging (seq_cp), never by copying. A cell is free
 // when no sequence holds it. Knows nothing of tokens or text.
@@ -29,7 +29,8 @@ struct KvCache {
     std::vector<ggml_tensor*> k, v;  // [n_layer] of [n_embd_{k,v}_gqa, n_ctx]
     int n_used = 0;                  // cells with at least one sequence
 
-    KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx, int n_seq_max, ggml_type type);
+    KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx, int n_seq_max, ggml_type type_k,
+            ggml_type type_v);
     ~KvCache();
     KvCache(const KvCache&) = delete;
     KvCache& operator=(const KvCache&) = delete;
