@@ -1,0 +1,222 @@
+"""LLM: the public Python entry point — load a GGUF model, tokenize, generate, chat.
+
+Owns: one native model, its tokenizer and chat template, and one Engine (the model thread with
+continuous batching and the prefix cache). Every generation goes through the engine, so direct
+Python calls and the server share one code path. Must not: speak any HTTP dialect.
+
+    llm = lanner.LLM()                       # the embedded default model (SmolLM2)
+    llm.generate("The capital of France is", max_tokens=8, temperature=0).text
+    for chunk in llm.chat([{"role": "user", "content": "Hi"}], stream=True): print(chunk.text, end="")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from .chat_template import ChatTemplate
+from .default_model import default_model_path
+from .engine import Engine
+from .tokenizer import Tokenizer
+from .types import FinishEvent, FinishReason, GenerateRequest, SamplingParams, Timings, Usage
+
+# general.file_type -> the name people know the quantization by
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+               11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+               17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+@dataclass
+class Completion:
+    """A finished generation. Durations in timings are nanoseconds."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length" (| "cancelled" | "error")
+    usage: Usage
+    timings: Timings
+    error: Optional[str] = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generation speed after the first token (tokens / s)."""
+        n = self.usage.completion_tokens - 1
+        return n / (self.timings.eval_ns / 1e9) if n > 0 and self.timings.eval_ns > 0 else 0.0
+
+
+@dataclass
+class CompletionChunk:
+    """One streamed piece: text released now and the token(s) behind it; the last chunk carries
+    finish_reason, usage and timings."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: Optional[str] = None
+    usage: Optional[Usage] = None
+    timings: Optional[Timings] = None
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+class LLM:
+    """A loaded model with its engine.
+
+    model_path: a GGUF file; None = $LANNER_MODEL or the embedded SmolLM2.
+    n_ctx: KV cache size in tokens, shared by all sequences (capped at the model's training length).
+    n_threads: CPU threads for the matmuls (default: the CPUs this process may use).
+    n_parallel: sequences decoded together by the engine; max_queue: requests allowed to wait.
+    """
+
+    def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
+                 n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
+                 max_queue: int = 64, type_k: str = "", type_v: str = ""):
+        from . import _core
+
+        t0 = time.perf_counter_ns()
+        self.model_path = str(model_path or default_model_path())
+        self.model = _core.Model(self.model_path)
+        self.gguf_metadata: dict[str, Any] = self.model.metadata
+        self.tokenizer = Tokenizer.from_metadata(self.gguf_metadata)
+        self.chat_template = ChatTemplate.from_metadata(self.gguf_metadata, self.tokenizer)
+        self.n_ctx = max(16, min(int(n_ctx), self.model.n_ctx_train))
+        self.n_threads = int(n_threads or _default_threads())
+        ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_batch=n_batch,
+                            n_seq_max=max(16, n_parallel * 2), n_threads=self.n_threads,
+                            type_k=type_k, type_v=type_v)
+        self.engine = Engine(ctx, self.tokenizer, n_parallel=n_parallel, max_queue=max_queue,
+                             step_token_budget=n_batch, n_vocab=self.model.n_vocab)
+        self.model_name = Path(self.model_path).stem
+        self.load_duration_ns = time.perf_counter_ns() - t0
+        self.metadata = self._describe(ctx)
+
+    def _describe(self, ctx) -> dict[str, Any]:
+        g, tok = self.gguf_metadata, self.tokenizer
+        ftype = g.get("general.file_type")
+        return {
+            "architecture": self.model.arch,
+            "name": g.get("general.name") or self.model_name,
+            "context_length": self.model.n_ctx_train,
+            "n_ctx": self.n_ctx,
+            "n_vocab": self.model.n_vocab,
+            "vocab_size": self.model.n_vocab,
+            "n_embd": self.model.n_embd,
+            "n_layer": self.model.n_layer,
+            "n_head": self.model.n_head,
+            "n_head_kv": self.model.n_head_kv,
+            "n_params": self.model.n_params,
+            "size_bytes": self.model.size_bytes,
+            "file_type": ftype,
+            "quantization": _FILE_TYPES.get(ftype, f"type {ftype}") if ftype is not None else None,
+            "tokenizer_model": tok.model,
+            "chat_template": self.chat_template.source,
+            "chat_template_origin": self.chat_template.name,
+            "bos_token": tok.bos_text, "bos_token_id": tok.bos_id,
+            "eos_token": tok.eos_text, "eos_token_id": tok.eos_id,
+            "eog_token_ids": sorted(tok.eog_ids),
+            "add_bos_token": tok.add_bos,
+            "device": self.model.device,
+            "n_threads": self.n_threads,
+            "kv_types": (ctx.type_k, ctx.type_v),
+        }
+
+    # ---- text ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special=skip_special)
+
+    def render_chat(self, messages: Sequence[dict], tools: Optional[list] = None,
+                    add_generation_prompt: bool = True, **template_kwargs: Any) -> str:
+        """The chat template applied to messages (text, special tokens as text)."""
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt,
+                                         tools=tools, **template_kwargs)
+
+    def chat_tokens(self, messages: Sequence[dict], tools: Optional[list] = None,
+                    add_generation_prompt: bool = True, **template_kwargs: Any) -> list[int]:
+        """Token ids of the rendered chat: special tokens parsed, BOS added once."""
+        text = self.render_chat(messages, tools, add_generation_prompt, **template_kwargs)
+        bos = self.tokenizer.bos_text
+        has_bos = bool(bos) and text.startswith(bos)  # the template wrote BOS itself
+        return self.tokenizer.encode(text, add_special=not has_bos, parse_special=True)
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def _request(self, prompt_tokens: list[int], max_tokens: int, stop, ignore_eos: bool,
+                 sampling: dict[str, Any]) -> GenerateRequest:
+        params = SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return GenerateRequest(prompt_tokens=prompt_tokens, max_tokens=int(max_tokens),
+                               sampling=params.validate(), stop=stops, ignore_eos=ignore_eos)
+
+    def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256, *,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, min_p: Optional[float] = None,
+                 repeat_penalty: Optional[float] = None, presence_penalty: Optional[float] = None,
+                 frequency_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 stop: Union[str, Sequence[str], None] = None, ignore_eos: bool = False,
+                 logprobs: Optional[int] = None, parse_special: bool = True,
+                 stream: bool = False) -> Union[Completion, Iterator[CompletionChunk]]:
+        """Continue `prompt`. A str is tokenized (BOS added if the model wants it, special tokens
+        written as text are parsed unless parse_special=False); a list of ids is used as given.
+        Sampling options default to SamplingParams' defaults; temperature=0 is greedy."""
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_special=True, parse_special=parse_special)
+        else:
+            ids = [int(t) for t in prompt]
+        req = self._request(ids, max_tokens, stop, ignore_eos, dict(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty, seed=seed, logprobs=logprobs))
+        return self._stream(req) if stream else self._collect(req)
+
+    def chat(self, messages: Sequence[dict], max_tokens: int = 256, *, tools: Optional[list] = None,
+             stream: bool = False, template_kwargs: Optional[dict] = None, **options: Any):
+        """Generate the assistant's reply to `messages` with the model's chat template.
+        options: the sampling/stop options of generate()."""
+        ids = self.chat_tokens(messages, tools=tools, **(template_kwargs or {}))
+        return self.generate(ids, max_tokens, stream=stream, **options)
+
+    def _collect(self, req: GenerateRequest) -> Completion:
+        texts, ids = [], []
+        for chunk in self._stream(req):
+            texts.append(chunk.text)
+            ids += chunk.token_ids
+            if chunk.finish_reason is not None:
+                return Completion("".join(texts), ids, chunk.finish_reason, chunk.usage, chunk.timings,
+                                  error=getattr(chunk, "error", None))
+        raise RuntimeError("the engine ended a stream without a finish event")
+
+    def _stream(self, req: GenerateRequest) -> Iterator[CompletionChunk]:
+        stream = self.engine.submit(req)
+        try:
+            for ev in stream:
+                if isinstance(ev, FinishEvent):
+                    if ev.reason is FinishReason.ERROR:
+                        raise RuntimeError(f"generation failed: {ev.error}")
+                    last = CompletionChunk(ev.text, [], ev.reason.value, ev.usage, ev.timings)
+                    yield last
+                    return
+                yield CompletionChunk(ev.text, [ev.token_id])
+        finally:
+            stream.close()  # a consumer that stops early aborts the request
+
+    # ---- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
