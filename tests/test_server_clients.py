@@ -164,6 +164,24 @@ def test_genai_multi_turn_chat_list_count(server):
     assert client.models.count_tokens(model=MODEL, contents="hello").total_tokens > 5
 
 
+def test_genai_default_api_version_v1(server):
+    """Without api_version the SDK calls Gemini's stable /v1 paths; they share /v1/models with
+    OpenAI and are told apart by the ':action' suffix and the SDK's x-goog-* headers."""
+    genai = pytest.importorskip("google.genai")
+    from google.genai import errors, types
+
+    url, _ = server
+    client = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=url))
+    assert client.models.generate_content(model=MODEL, contents="hi").text == DEFAULT_REPLY
+    chunks = list(client.models.generate_content_stream(model=MODEL, contents="hi"))
+    assert "".join(c.text or "" for c in chunks) == DEFAULT_REPLY
+    assert [m.name for m in client.models.list()] == [f"models/{MODEL}"]
+    assert client.models.get(model=MODEL).name == f"models/{MODEL}"
+    with pytest.raises(errors.ClientError) as ei:
+        client.models.generate_content(model="gemini-pro", contents="hi")
+    assert ei.value.code == 404 and ei.value.status == "NOT_FOUND"
+
+
 def test_genai_error_raises(server):
     url, _ = server
     client, types = _genai_client(url)

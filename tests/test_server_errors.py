@@ -128,7 +128,7 @@ def test_engine_value_error_is_400(client):
 # ---- 404 / 405 ----
 
 @pytest.mark.parametrize("dialect,path", [
-    ("openai", "/v1/nothing"), ("gemini", "/v1beta/nothing"), ("ollama", "/api/nothing"),
+    ("openai", "/v1/nothing"), ("gemini", f"/v1/models/{MODEL}:summarize"), ("gemini", "/v1beta/nothing"), ("ollama", "/api/nothing"),
     ("ollama", "/nothing"), ("gemini", f"/v1beta/models/{MODEL}:summarize")])
 def test_unknown_route_404(client, dialect, path):
     r = client.simulate_post(path, json={})
@@ -140,7 +140,8 @@ def test_unknown_route_404(client, dialect, path):
     ("openai", "GET", "/v1/chat/completions"), ("openai", "POST", "/v1/models"),
     ("gemini", "DELETE", "/v1beta/models"), ("gemini", "GET", f"/v1beta/models/{MODEL}:generateContent"),
     ("ollama", "GET", "/api/generate"), ("ollama", "POST", "/api/tags"),
-    ("ollama", "POST", "/health")])
+    ("ollama", "POST", "/health"), ("openai", "POST", f"/v1/models/{MODEL}"),
+    ("gemini", "GET", f"/v1/models/{MODEL}:generateContent")])
 def test_wrong_method_405(client, dialect, method, path):
     r = client.simulate_request(method, path)
     assert r.status_code == 405

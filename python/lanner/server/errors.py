@@ -61,11 +61,23 @@ def from_exception(e: BaseException) -> ApiError:
     return ApiError(500, f"internal error: {type(e).__name__}: {e}")
 
 
-def dialect_of(path: str) -> str:
-    """'gemini' | 'openai' | 'ollama': whose error shape a path's errors take."""
+GOOGLE_CLIENT_HEADERS = ("X-GOOG-API-CLIENT", "X-GOOG-API-KEY")
+
+
+def is_google_client(req: falcon.Request) -> bool:
+    """The google-genai SDK (which says so in its headers) talking to a /v1 path."""
+    return any(req.get_header(h) for h in GOOGLE_CLIENT_HEADERS)
+
+
+def dialect_of(req: falcon.Request) -> str:
+    """'gemini' | 'openai' | 'ollama': whose error shape a request's errors take.
+    /v1/models/{m}:{action} and /v1 requests from Google's SDK are Gemini's stable v1 API."""
+    path = req.path
     if path.startswith("/v1beta"):
         return "gemini"
     if path.startswith("/v1/") or path == "/v1":
+        if (path.startswith("/v1/models/") and ":" in path) or is_google_client(req):
+            return "gemini"
         return "openai"
     return "ollama"  # /api/*, /health, /metrics and unknown paths: {"error": "..."}
 
@@ -80,7 +92,7 @@ def error_body(dialect: str, err: ApiError) -> dict:
 def write_error(req: falcon.Request, resp: falcon.Response, err: ApiError) -> None:
     resp.status = err.status
     resp.content_type = "application/json"
-    resp.text = json.dumps(error_body(dialect_of(req.path), err))
+    resp.text = json.dumps(error_body(dialect_of(req), err))
     for k, v in err.headers.items():
         if k.lower() not in ("content-type", "content-length"):
             resp.set_header(k, v)

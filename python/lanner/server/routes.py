@@ -16,7 +16,7 @@ import falcon
 from .adapters import gemini, ollama, openai
 from .common import Call
 from .context import ServerContext
-from .errors import RETRY_AFTER_S, ApiError
+from .errors import RETRY_AFTER_S, ApiError, is_google_client
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
 SSE = "text/event-stream"
@@ -84,14 +84,33 @@ class OpenAICompletions(_Resource):
 
 
 class OpenAIModels(_Resource):
+    """/v1/models: OpenAI's list, or Gemini's when Google's SDK asks (its stable v1 API)."""
+
     def on_get(self, req, resp):
+        if is_google_client(req):
+            send_json(resp, gemini.render_models(self.ctx))
+            return
         send_json(resp, openai.render_models(self.ctx))
 
 
 class OpenAIModel(_Resource):
+    """/v1/models/{name}: OpenAI's retrieve; Gemini v1's model get and {model}:{action}."""
+
+    def __init__(self, ctx: ServerContext):
+        super().__init__(ctx)
+        self.gemini = GeminiModel(ctx)
+
     def on_get(self, req, resp, name):
+        if ":" in name or is_google_client(req):
+            self.gemini.on_get(req, resp, name)
+            return
         self.ctx.check_model(name)
         send_json(resp, openai.model_entry(self.ctx))
+
+    def on_post(self, req, resp, name):
+        if ":" not in name and not is_google_client(req):
+            raise falcon.HTTPMethodNotAllowed(["GET"])
+        self.gemini.on_post(req, resp, name)
 
 
 # ---- Gemini ----
@@ -207,7 +226,7 @@ class HostedModel(_Resource):
         b = self.ctx.backend
         send_json(resp, {"model": f["name"], "file": f["file"], "path": f["path"],
                          "size": f["size"], "architecture": f["architecture"],
-                         "backend": getattr(b, "backend_name", "ggml"),
+                         "backend": (b.metadata or {}).get("device") or "ggml",
                          "context_length": f["context_length"], "n_ctx": f["n_ctx"],
                          "default_max_tokens": self.ctx.settings.max_tokens, "loaded": True})
 
