@@ -3,7 +3,8 @@
 Owns: a real multi-sequence KV cell table (position, token, set of seq ids per cell) with the
 exact Context contract (decode / seq_rm / seq_cp / seq_keep / seq_pos_max / kv_clear / n_cells_used)
 and logits that are a hash of the sequence's visible (pos, token) history, so batched == solo and
-prefix reuse are checked for real. It also counts every token passed to decode.
+prefix reuse are checked for real. It also counts every token passed to decode, and keeps a
+simulated clock (`clock()`, ns) that each decode advances by ns_per_token per batch token.
 Must not: depend on lanner internals; it is test-only.
 """
 
@@ -28,7 +29,7 @@ class FakeContext:
     """Cell table: pos[c] (-1 = free), tok[c], holds[c, s] (seq s holds cell c)."""
 
     def __init__(self, model: FakeModel, n_ctx: int = 4096, n_batch: int = 512, n_seq_max: int = 16,
-                 n_threads: int = 0, strict: bool = True):
+                 n_threads: int = 0, strict: bool = True, ns_per_token: int = 0):
         self.model = model
         self.n_ctx = n_ctx
         self.n_batch = n_batch
@@ -44,6 +45,8 @@ class FakeContext:
         self.fail_next: Exception | None = None    # raise this from the next decode
         self.gate: threading.Semaphore | None = None  # if set, each decode takes one permit first
         self.calls_started = 0                     # decode calls entered (before the gate)
+        self.ns_per_token = ns_per_token           # simulated decode cost
+        self.now_ns = 0                            # simulated time, see clock()
 
     # -- cells
     def n_cells_used(self) -> int:
@@ -118,6 +121,7 @@ class FakeContext:
                 if p != want:
                     raise ValueError(f"fake: seq {s} got pos {p}, expected {want}")
                 nxt[s] = p + 1
+        self.now_ns += n * self.ns_per_token
         cells = free[:n]
         self._pos[cells] = pos
         self._tok[cells] = tokens
@@ -137,6 +141,11 @@ class FakeContext:
         hist = np.stack([self._pos[c][order], self._tok[c][order]]).astype(np.int64)
         seed = int.from_bytes(hashlib.blake2b(hist.tobytes(), digest_size=8).digest(), "little")
         return np.random.default_rng(seed).standard_normal(self.model.n_vocab).astype(np.float32)
+
+    def clock(self) -> int:
+        """Simulated ns: pass as Engine(clock=ctx.clock) for timings that do not depend on the host."""
+        self.now_ns += 1
+        return self.now_ns
 
     # -- test helpers for stepping a gated engine one decode at a time
     def wait_started(self, n: int, timeout: float = 10.0) -> None:

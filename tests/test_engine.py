@@ -28,13 +28,14 @@ N_VOCAB = 64
 GREEDY = SamplingParams(temperature=0.0)
 
 
-def make(n_ctx=2048, n_parallel=4, n_seq_max=8, budget=48, max_queue=64, gated=False):
-    ctx = FakeContext(FakeModel(N_VOCAB), n_ctx=n_ctx, n_seq_max=n_seq_max)
+def make(n_ctx=2048, n_parallel=4, n_seq_max=8, budget=48, max_queue=64, gated=False,
+         max_step_ms=None, ns_per_token=0):
+    ctx = FakeContext(FakeModel(N_VOCAB), n_ctx=n_ctx, n_seq_max=n_seq_max, ns_per_token=ns_per_token)
     if gated:
         ctx.gate = threading.Semaphore(0)
     eng = Engine(ctx, FakeTokenizer(N_VOCAB), n_parallel=n_parallel, max_queue=max_queue,
-                 step_token_budget=budget, n_vocab=N_VOCAB,
-                 sampler_factory=FakeSampler, detokenizer_factory=FakeDetokenizer)
+                 step_token_budget=budget, max_step_ms=max_step_ms, n_vocab=N_VOCAB,
+                 sampler_factory=FakeSampler, detokenizer_factory=FakeDetokenizer, clock=ctx.clock)
     return eng, ctx
 
 
@@ -126,6 +127,34 @@ def test_long_prompt_is_chunked_and_does_not_stall_a_running_stream(engines):
     assert len(b_steps) >= 300 // 32
     for toks, pos, seqs in b_steps[: 300 // 32]:
         assert (seqs == seq_a).sum() == 1 and len(toks) <= 32
+
+
+def test_prompt_chunks_shrink_to_keep_steps_short_while_streams_generate(engines):
+    # simulated 10 ms per batch token and a 250 ms step target: chunks of 25 tokens while a
+    # generates; once only b is left, its prompt goes at the full budget of 200
+    rng = random.Random(19)
+    eng2, ctx2 = engines(n_parallel=2, budget=200, max_step_ms=250, ns_per_token=10_000_000, gated=True)
+    a = eng2.submit(req(prompt(rng, 40), max_tokens=6, ignore_eos=True))
+    ctx2.wait_started(1)
+    ctx2.step(2)
+    b = eng2.submit(req(prompt(rng, 600), max_tokens=2, ignore_eos=True))
+    ctx2.open_gate()
+    collect(a), collect(b)
+    sizes = ctx2.decode_calls
+    assert sizes[0] == 40                   # a's prompt alone: nothing else generating
+    mixed = [n for n, log in zip(sizes, ctx2.decode_log) if len(set(log[2].tolist())) == 2]
+    assert mixed and max(mixed) <= 25       # 250 ms / 10 ms per token
+    assert 200 in sizes                     # b alone: the whole budget again
+    assert eng2.stats().total_processed == 2
+
+
+def test_timings_follow_the_clock(engines):
+    eng, ctx = engines(ns_per_token=1_000_000)  # simulated: 1 ms per batch token
+    f = collect(eng.submit(req(prompt(random.Random(20), 40), max_tokens=5, ignore_eos=True)))[2]
+    t = f.timings
+    assert t.prompt_eval_ns >= 40_000_000 and 4_000_000 <= t.eval_ns < 5_000_000 + 1000
+    assert t.total_ns == t.queue_ns + t.prompt_eval_ns + t.eval_ns
+    assert f.usage.prompt_tokens == 40 and f.usage.completion_tokens == 5
 
 
 # ---------------------------------------------------------------- prefix cache

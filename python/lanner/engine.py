@@ -36,6 +36,8 @@ from .types import (
 )
 
 DEFAULT_STEP_TOKENS = 512  # tokens per decode batch (decode tokens + prompt chunk)
+DEFAULT_MAX_STEP_MS = 250.0  # while streams are generating, prompt chunks aim at steps this short
+MIN_PROMPT_CHUNK = 16      # tokens of prompt per step, at least, however slow the steps are
 
 
 @dataclass(eq=False)
@@ -63,6 +65,8 @@ class Engine:
     tokenizer: gives `eog_ids` and `token_bytes` (and is handed to the Detokenizer).
     n_parallel: sequences decoded together (<= context.n_seq_max; the other seq ids hold cache).
     step_token_budget: tokens per step; a long prompt is prefilled in chunks of what is left of it.
+    max_step_ms: while any stream is generating, the prompt chunk is also cut so that a step's
+      estimated time (from measured ns per batch token) stays near this; None = budget only.
     """
 
     def __init__(
@@ -73,9 +77,11 @@ class Engine:
         n_parallel: int = 4,
         max_queue: int = 64,
         step_token_budget: Optional[int] = None,
+        max_step_ms: Optional[float] = DEFAULT_MAX_STEP_MS,
         n_vocab: Optional[int] = None,
         sampler_factory: Optional[Callable[[Any], Any]] = None,
         detokenizer_factory: Optional[Callable[[Any, list[str]], Any]] = None,
+        clock: Callable[[], int] = time.monotonic_ns,
     ):
         n_seq = int(context.n_seq_max)
         if not 1 <= n_parallel <= n_seq:
@@ -87,6 +93,9 @@ class Engine:
         self.n_parallel = n_parallel
         self.max_queue = max_queue
         self.step_token_budget = budget
+        self.max_step_ms = max_step_ms
+        self._now = clock  # ns; every timing and the step-time estimate use it
+        self._ns_per_token: Optional[float] = None  # EMA of decode time per batch token (>= 32-token steps)
         self._ctx = context
         self._tok = tokenizer
         self._n_vocab = n_vocab
@@ -123,6 +132,7 @@ class Engine:
         n_threads: Optional[int] = None,
         step_token_budget: Optional[int] = None,
         n_seq_max: Optional[int] = None,
+        max_step_ms: Optional[float] = DEFAULT_MAX_STEP_MS,
     ) -> "Engine":
         """Build the native context for `model` (a `_core.Model`) and an engine over it."""
         from . import _core
@@ -130,7 +140,8 @@ class Engine:
         ctx = _core.Context(model, n_ctx=n_ctx, n_batch=n_batch,
                             n_seq_max=n_seq_max or max(16, n_parallel), n_threads=n_threads or 0)
         return cls(ctx, tokenizer, n_parallel=n_parallel, max_queue=max_queue,
-                   step_token_budget=step_token_budget or n_batch, n_vocab=model.n_vocab)
+                   step_token_budget=step_token_budget or n_batch, max_step_ms=max_step_ms,
+                   n_vocab=model.n_vocab)
 
     # ------------------------------------------------------------------ any thread
     def submit(self, req: GenerateRequest) -> RequestStream:
@@ -149,7 +160,7 @@ class Engine:
         if req.id is None:
             req.id = uuid.uuid4().hex
         stream = RequestStream(req.id, self.abort)
-        w = _Waiting(req, stream, time.monotonic_ns())
+        w = _Waiting(req, stream, self._now())
         with self._cond:
             if self._closing:
                 raise RuntimeError("engine is closed")
@@ -204,7 +215,7 @@ class Engine:
     def _finish_waiting(self, w: _Waiting, reason: FinishReason, error: Optional[str] = None) -> None:
         """Finish a request that never ran. Caller holds _cond."""
         self._waiting_by_id.pop(w.req.id, None)
-        now = time.monotonic_ns()
+        now = self._now()
         self._stats.total_processed += 1
         self._stats.pending = len(self._waiting)
         self._stats.busy = bool(self._waiting or self._running_ids)
@@ -282,21 +293,29 @@ class Engine:
         a = self._cache.acquire(req.prompt_tokens, req.session_id)
         return Slot(req=req, stream=w.stream, entry=a.entry, n_prompt=len(req.prompt_tokens),
                     n_cached=a.n_cached, sampler=sampler, detok=detok,
-                    t_submit=w.t_submit, t_start=time.monotonic_ns())
+                    t_submit=w.t_submit, t_start=self._now())
+
+    def _budget(self) -> int:
+        """Tokens for this step: the budget, cut while streams generate so the step stays short."""
+        budget = self.step_token_budget
+        if self.max_step_ms and self._ns_per_token and any(s.has_pending for s in self._running):
+            cap = int(self.max_step_ms * 1e6 / self._ns_per_token)
+            budget = min(budget, max(cap, self.n_parallel + MIN_PROMPT_CHUNK))
+        return budget
 
     def _step(self) -> None:
-        free = self._make_room()
+        budget = self._budget()
+        free = self._make_room(budget)
         if not self._running:
             return
-        batch = build_step(self._running, self.step_token_budget, free)
-        t0 = time.monotonic_ns()
+        batch = build_step(self._running, budget, free)
+        t0 = self._now()
         try:
             out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
         except RuntimeError:  # no room in the KV cache; nothing was applied: evict all, retry
             while self._cache.evict_lru():
                 pass
-            batch = build_step(self._running, self.step_token_budget,
-                               self.n_ctx - self._ctx.n_cells_used())
+            batch = build_step(self._running, budget, self.n_ctx - self._ctx.n_cells_used())
             try:
                 out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
             except Exception as e:
@@ -305,28 +324,31 @@ class Engine:
         except Exception as e:  # a core failure: the cache state is unknown
             self._fail_all(f"decode failed: {e}")
             return
-        t1 = time.monotonic_ns()
+        t1 = self._now()
         for slot, n in batch.commits:
             slot.entry.n_cells += n
         for i, slot in enumerate(batch.rows):
             self._on_logits(slot, out[i])
-        t2 = time.monotonic_ns()
+        t2 = self._now()
         p = self.profile
         p["steps"] += 1
         p["decode_ns"] += t1 - t0
         p["sample_ns"] += t2 - t1
         p["tokens"] += batch.n_tokens
+        if batch.n_tokens >= 32:
+            rate = (t1 - t0) / batch.n_tokens
+            self._ns_per_token = rate if self._ns_per_token is None else 0.7 * self._ns_per_token + 0.3 * rate
         with self._cond:
             self._stats.kv_cells_used = self._ctx.n_cells_used()
 
-    def _make_room(self) -> int:
+    def _make_room(self, budget: int) -> int:
         """Free cells for this step's batch: evict idle cached sequences (LRU) until the decode
         tokens and the wanted prompt chunk fit; if even the decode tokens cannot fit with nothing
         left to evict, the context is full: finish the longest slot with `length`. Returns free cells."""
         while self._running:
             n_decode = sum(1 for s in self._running if s.has_pending)
             n_prefill = sum(s.prefill_left for s in self._running)
-            want = n_decode + min(n_prefill, self.step_token_budget - n_decode)
+            want = n_decode + min(n_prefill, budget - n_decode)
             free = self.n_ctx - self._ctx.n_cells_used()
             if free >= want:
                 return free
@@ -343,7 +365,7 @@ class Engine:
         req = slot.req
         n_lp = req.sampling.logprobs
         try:
-            tok = int(slot.sampler.sample(logits if n_lp is None else logits.copy(), slot.entry.tokens))
+            tok = int(slot.sampler.sample(logits, slot.entry.tokens))  # restores what it touches
             lp = top = None
             if n_lp is not None:
                 lp, pairs = slot.sampler.logprobs(logits, tok, n_lp)
@@ -353,7 +375,7 @@ class Engine:
             self._finish(slot, FinishReason.ERROR, f"sampling failed: {e!r}")
             return
         if slot.t_first == 0:
-            slot.t_first = time.monotonic_ns()
+            slot.t_first = self._now()
         if tok in self._eog and not req.ignore_eos:
             self._finish(slot, FinishReason.STOP)  # the EOG token itself is not emitted
             return
@@ -378,7 +400,7 @@ class Engine:
         """End `slot`: emit its FinishEvent and hand its sequence to the prefix cache. A completed
         request keeps all its cells (idle, reusable); a cancelled or failed one keeps only the
         prefix it reused, so the cache is back to where it was before it ran."""
-        now = time.monotonic_ns()
+        now = self._now()
         done = reason in (FinishReason.STOP, FinishReason.LENGTH)
         if keep_cells is None:
             keep_cells = done
