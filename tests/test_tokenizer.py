@@ -87,6 +87,16 @@ def test_parity_with_transformers(name):
         assert matched >= len(CORPUS) - 10
 
 
+def test_gemma3_scores_are_bpe_merge_ranks():
+    """The premise of the Gemma explanation: NORMAL pieces score 0, -1, -2, ... (distinct merge
+    ranks, one run of 31 ranks missing where pieces became user-defined), not log-probabilities."""
+    meta = metadata("gemma3")
+    types = np.asarray(meta["tokenizer.ggml.token_type"])
+    ranks = np.sort(-np.asarray(meta["tokenizer.ggml.scores"], dtype=np.float64)[types == TokenType.NORMAL])
+    assert ranks[0] == 0 and np.all(ranks == np.round(ranks)) and np.all(np.diff(ranks) >= 1)
+    assert ranks[-1] + 1 - ranks.size == 31
+
+
 def test_gemma3_matches_sentencepiece_everywhere():
     """Without special parsing, every corpus string equals SentencePiece's own BPE output."""
     ours_tok, sp = lanner_tokenizer("gemma3"), spm_processor("gemma3")

@@ -46,6 +46,7 @@ class Tokenizer:
         self._backend = backend                 # tokenizers.Tokenizer, no post-processor
         self._bytes = token_bytes               # (n_vocab,) raw bytes each token contributes
         self._special = np.isin(types, SPECIAL_TYPES)  # (n_vocab,) bool
+        self._ids: Optional[dict[str, int]] = None     # vocabulary string -> id, built on first use
         self._lock = threading.Lock()           # guards the backend's encode_special_tokens flag
         fast = getattr(backend, "encode_batch_fast", None)  # tokenizers >= 0.21: no offsets
         self._encode_raw = ((lambda t: fast([t], add_special_tokens=False)[0].ids) if fast else
@@ -169,9 +170,13 @@ class Tokenizer:
         return token_id in self.eog_ids
 
     def token_id(self, text: str) -> Optional[int]:
-        """The id of the vocabulary entry spelled exactly `text`, or None."""
-        vocab = self._backend.get_vocab(with_added_tokens=True)
-        return vocab.get(text)
+        """The id of the vocabulary entry spelled exactly `text` (as stored), or None."""
+        if self._ids is None:
+            ids: dict[str, int] = {}
+            for i, t in enumerate(self._tokens):
+                ids.setdefault(t, i)  # a string listed twice: the first id
+            self._ids = ids
+        return self._ids.get(text)
 
     def special_ids(self) -> Sequence[int]:
         return np.flatnonzero(self._special).tolist()
