@@ -35,7 +35,8 @@ from server_helpers import live_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 NAME = Path(SMOL).stem
-SETTINGS = dict(model=SMOL, ctx_size=2048, parallel=2, max_queue=4, max_tokens=24)
+SETTINGS = dict(model=SMOL, ctx_size=2048, parallel=2, max_queue=4, max_tokens=24,
+                threads=1)  # one thread: spin barriers crawl on a shared, oversubscribed CPU
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_lanner_serve_subprocess(tmp_path):
     port = _free_port()
     proc, url, statuses, log = _serve(
         [sys.executable, "-m", "lanner.server.main", "--port", str(port), "--ctx-size", "1024",
-         "--parallel", "2", "--max-tokens", "8"], {"LANNER_MODEL": ""}, port, tmp_path / "serve.log")
+         "--parallel", "2", "--max-tokens", "8", "--threads", "1"], {"LANNER_MODEL": ""}, port, tmp_path / "serve.log")
     try:
         assert statuses and statuses[-1] == 200, (tmp_path / "serve.log").read_text()[-3000:]
         assert f"http://127.0.0.1:{port}" in (tmp_path / "serve.log").read_text()
@@ -210,7 +211,7 @@ def test_plain_gunicorn_with_env(tmp_path):
         [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
          "-b", f"127.0.0.1:{port}", "lanner.server.app:create_app()"],
         {"LANNER_MODEL": SMOL, "LANNER_MODEL_NAME": "smol", "LANNER_CTX_SIZE": "1024",
-         "LANNER_MAX_TOKENS": "6"}, port, tmp_path / "gunicorn.log")
+         "LANNER_MAX_TOKENS": "6", "LANNER_THREADS": "1"}, port, tmp_path / "gunicorn.log")
     try:
         assert statuses and statuses[-1] == 200, (tmp_path / "gunicorn.log").read_text()[-3000:]
         r = requests.post(url + "/v1beta/models/smol:generateContent",
