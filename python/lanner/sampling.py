@@ -80,7 +80,8 @@ class Sampler:
         l = self.adjusted_logits(logits, prev_tokens)
         if self.params.temperature == 0.0:
             return np.array([int(np.argmax(l))])
-        return self._candidates(l)[0]
+        cand, _ = self._candidates(l)
+        return np.arange(l.shape[0]) if cand is None else cand
 
     # ---- sampling -------------------------------------------------------------------------------
 
@@ -100,13 +101,15 @@ class Sampler:
             if self.params.temperature == 0.0:
                 return int(np.argmax(logits))
             cand, cl = self._candidates(logits)
-            return int(cand[self._draw(cl)])
+            i = self._draw(cl)
+            return i if cand is None else int(cand[i])
         finally:
             if saved is not None:
                 logits[ids] = saved
 
-    def _candidates(self, l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and float64 logits kept by top_k, top_p, min_p; sorted by (-logit, id)."""
+    def _candidates(self, l: np.ndarray) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Ids and float64 logits kept by top_k, top_p, min_p; sorted by (-logit, id).
+        No filter on: (None, l) - the whole vocabulary in id order, float32."""
         p, n = self.params, l.shape[0]
         m = float(l.max())
         if not math.isfinite(m):
@@ -131,18 +134,20 @@ class Sampler:
             cand = np.flatnonzero(l >= floor)
             cand, cl = _sorted(cand, l[cand].astype(np.float64))
         else:
-            return np.arange(n), l.astype(np.float64)
+            return None, l
         if floor > -math.inf:
             keep = int(np.searchsorted(-cl, -floor, side="right"))  # cl descending: count >= floor
             cand, cl = cand[:max(keep, 1)], cl[:max(keep, 1)]
         return cand, cl
 
     def _draw(self, cl: np.ndarray) -> int:
-        """Index into `cl` (float64 logits) drawn from softmax(cl / temperature)."""
+        """Index into `cl` (logits, float64 or the whole float32 row) drawn from softmax(cl / T)."""
         if cl.shape[0] == 1:
             return 0
-        w = np.exp((cl - cl.max()) / self.params.temperature)
-        cdf = np.cumsum(w)
+        w = cl - cl.max()  # a new array: the caller's logits stay untouched
+        w *= w.dtype.type(1.0 / self.params.temperature)
+        np.exp(w, out=w)
+        cdf = np.cumsum(w, dtype=np.float64)
         total = cdf[-1]
         if not math.isfinite(total) or total <= 0.0:
             return int(np.argmax(cl))
