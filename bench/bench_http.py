@@ -150,6 +150,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
            "--log-level", "warning"]
     if args.ctx_size:
         cmd += ["--ctx-size", str(args.ctx_size)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     proc = subprocess.Popen(cmd, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -176,6 +178,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=4, help="engine slots when --model starts a server")
     ap.add_argument("--ctx-size", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="model CPU threads (0 = engine default)")
     ap.add_argument("--peer", choices=["none", "direct"], default="none",
                     help="also run the workload on lanner.LLM in-process (needs --model)")
     args = ap.parse_args()
@@ -191,7 +194,8 @@ def main() -> None:
 
         # built exactly as the server builds it (same engine sizes)
         llm = load_backend(Settings(model=args.model, parallel=args.parallel,
-                                    max_queue=max(args.clients, 4), ctx_size=args.ctx_size))
+                                    max_queue=max(args.clients, 4), ctx_size=args.ctx_size,
+                                    threads=args.threads))
         tally, elapsed = run(direct_client, args.clients, args.seconds, llm, args.max_tokens)
         direct_tps = report("direct", tally, elapsed)
         close = getattr(llm, "close", None)

@@ -22,7 +22,7 @@ ENV_VARS = {
     "LANNER_PORT": "port",
     "LANNER_THREADS": "threads",          # CPU threads for the model; 0 = engine default
     "LANNER_PARALLEL": "parallel",        # sequences decoded together (continuous batching)
-    "LANNER_CTX_SIZE": "ctx_size",        # KV cells (tokens); 0 = the model's trained context
+    "LANNER_CTX_SIZE": "ctx_size",        # KV cells (tokens); 0 = the engine's default
     "LANNER_MAX_TOKENS": "max_tokens",    # default completion tokens when a request sets none
     "LANNER_MAX_QUEUE": "max_queue",      # requests waiting beyond `parallel` before 503
     "LANNER_MAX_BODY": "max_body_bytes",  # request bodies over this many bytes get 413
