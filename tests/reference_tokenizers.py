@@ -80,9 +80,8 @@ def spm_processor(name: str):
     return build_spm_processor(_metadata(name))
 
 
-@functools.lru_cache(maxsize=None)
 def llama_cpp_vocab(name: str):
-    """llama.cpp (llama-cpp-python, vocab only) or None when it is not installed."""
+    """llama.cpp (llama-cpp-python, vocab only; close() it) or None when it is not installed."""
     try:
         import llama_cpp
     except ImportError:
