@@ -237,3 +237,14 @@ def test_invalid_logit_bias():
     assert e.value.field == "logit_bias"
     with pytest.raises(ValidationError):
         Sampler(SamplingParams(logit_bias={1: float("nan")}))
+
+
+def test_whole_vocab_draw_across_blocks_follows_softmax():
+    """No filter on a large vocabulary: the blocked draw still follows softmax(l / T)."""
+    p = np.full(20000, 1e-12)
+    p[[4095, 4096, 9000, 19999]] = [0.4, 0.3, 0.2, 0.1]  # around a 4096-token block edge
+    l = np.log(p).astype(np.float32)
+    s = sp(seed=11)
+    counts = np.bincount(draws(s, l, 20000), minlength=l.size) / 20000
+    assert counts[[4095, 4096, 9000, 19999]] == pytest.approx([0.4, 0.3, 0.2, 0.1], abs=0.015)
+    assert counts.sum() == pytest.approx(1.0)

@@ -17,6 +17,7 @@ import numpy as np
 from .types import SamplingParams, ValidationError
 
 _WINDOWS = (8.0, 16.0, 32.0)  # nats below the max logit tried before a full partition
+_BLOCK = 4096                 # tokens per block when drawing over the whole vocabulary
 
 
 class Sampler:
@@ -147,11 +148,23 @@ class Sampler:
         w = cl - cl.max()  # a new array: the caller's logits stay untouched
         w *= w.dtype.type(1.0 / self.params.temperature)
         np.exp(w, out=w)
-        cdf = np.cumsum(w, dtype=np.float64)
-        total = cdf[-1]
+        if w.shape[0] <= _BLOCK:
+            cdf = np.cumsum(w, dtype=np.float64)
+            total = float(cdf[-1])
+            if not math.isfinite(total) or total <= 0.0:
+                return int(np.argmax(cl))
+            return min(int(np.searchsorted(cdf, self.rng.random() * total, side="right")), w.shape[0] - 1)
+        # whole vocabulary: find the block by block sums, then the token inside that block only
+        starts = np.arange(0, w.shape[0], _BLOCK)
+        bcdf = np.cumsum(np.add.reduceat(w, starts, dtype=np.float64))  # (n_blocks,)
+        total = float(bcdf[-1])
         if not math.isfinite(total) or total <= 0.0:
             return int(np.argmax(cl))
-        return min(int(np.searchsorted(cdf, self.rng.random() * total, side="right")), cl.shape[0] - 1)
+        u = self.rng.random() * total
+        b = min(int(np.searchsorted(bcdf, u, side="right")), starts.shape[0] - 1)
+        inner = np.cumsum(w[starts[b]:starts[b] + _BLOCK], dtype=np.float64)
+        u -= float(bcdf[b - 1]) if b > 0 else 0.0
+        return starts[b] + min(int(np.searchsorted(inner, u, side="right")), inner.shape[0] - 1)
 
     # ---- logprobs -------------------------------------------------------------------------------
 
