@@ -134,13 +134,13 @@ PYBIND11_MODULE(_core, mod) {
         .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads,
                          const std::string& type_k, const std::string& type_v) {
                  ContextParams p{n_ctx, n_batch, n_seq_max, n_threads};
-                 p.type_k = type_k.empty() ? GGML_TYPE_COUNT : kv_type(type_k, "type_k");
-                 p.type_v = type_v.empty() ? GGML_TYPE_COUNT : kv_type(type_v, "type_v");
+                 p.type_k = kv_type(type_k, "type_k");
+                 p.type_v = kv_type(type_v, "type_v");
                  py::gil_scoped_release release;
                  return std::make_unique<Context>(std::move(m), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_seq_max") = 16,
-             py::arg("n_threads") = 0, py::arg("type_k") = "", py::arg("type_v") = "")
+             py::arg("n_threads") = 0, py::arg("type_k") = "f16", py::arg("type_v") = "f16")
         .def("decode", &decode, py::arg("tokens"), py::arg("pos"), py::arg("seq_id"), py::arg("want_logits"),
              "Decode one batch; returns (n_out, n_vocab) float32 logits for entries with want_logits, "
              "a view valid until the next decode.")

@@ -30,9 +30,6 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     }
     set_n_threads(params_.n_threads);
 
-    const ggml_type kv_default = backend_ == backend_cpu_ ? GGML_TYPE_F32 : GGML_TYPE_F16;
-    if (params_.type_k == GGML_TYPE_COUNT) params_.type_k = kv_default;
-    if (params_.type_v == GGML_TYPE_COUNT) params_.type_v = kv_default;
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
                                     params_.n_seq_max, params_.type_k, params_.type_v);
 
@@ -44,6 +41,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     sched_ = ggml_backend_sched_new(backends.data(), nullptr, (int)backends.size(), graph_size_, false, true);
 
     // reserve compute memory for the worst ubatch: n_batch tokens over every cell
+    drop_graph();
     Built w = build_graph(params_.n_batch, params_.n_ctx, std::min(params_.n_batch, params_.n_seq_max));
     bool ok = ggml_backend_sched_reserve(sched_, w.gf);
     ggml_free(w.ctx);
@@ -51,6 +49,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
 }
 
 Context::~Context() {
+    drop_graph();
     if (sched_) ggml_backend_sched_free(sched_);
     kv_.reset();
     if (backend_cpu_ && backend_cpu_ != backend_) ggml_backend_free(backend_cpu_);
@@ -66,6 +65,14 @@ void Context::set_n_threads(int n) {
 const char* Context::device_name() const { return ggml_backend_dev_name(model_->device); }
 
 // ---- graph ----------------------------------------------------------------------------------
+
+constexpr int k_kv_pad = 256;  // n_kv granularity: keeps decode-step graphs the same shape
+
+void Context::drop_graph() {
+    if (graph_.ctx) ggml_free(graph_.ctx);
+    graph_ = Built{};
+    graph_shape_[0] = graph_shape_[1] = graph_shape_[2] = -1;
+}
 
 Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs) {
     ggml_init_params ip{graph_meta_.size(), graph_meta_.data(), /*no_alloc=*/true};
@@ -155,16 +162,21 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
         idx_[t] = cells[t];
         if (b.want[i0 + t]) out_ids_.push_back(t);
     }
-    const int n_kv = kv_->used_end();
+    const int n_kv = std::min(kv_->n_ctx, GGML_PAD(kv_->used_end(), k_kv_pad));
     const int n_outputs = (int)out_ids_.size();
     fill_masks(b, i0, n_tokens, n_kv);
 
-    Built g = build_graph(n_tokens, n_kv, n_outputs);
-    ggml_backend_sched_reset(sched_);
-    if (!ggml_backend_sched_alloc_graph(sched_, g.gf)) {
-        ggml_free(g.ctx);
-        throw std::runtime_error("could not allocate the compute graph");
+    if (graph_shape_[0] != n_tokens || graph_shape_[1] != n_kv || graph_shape_[2] != n_outputs) {
+        drop_graph();
+        graph_ = build_graph(n_tokens, n_kv, n_outputs);
+        ggml_backend_sched_reset(sched_);
+        if (!ggml_backend_sched_alloc_graph(sched_, graph_.gf)) {
+            drop_graph();
+            throw std::runtime_error("could not allocate the compute graph");
+        }
+        graph_shape_[0] = n_tokens, graph_shape_[1] = n_kv, graph_shape_[2] = n_outputs;
     }
+    const Built& g = graph_;
     auto set = [](ggml_tensor* t, const void* data, size_t nbytes) {
         if (t && t->buffer) ggml_backend_tensor_set(t, data, 0, nbytes);
     };
@@ -177,13 +189,12 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
 
     ggml_status st = ggml_backend_sched_graph_compute(sched_, g.gf);
     if (st != GGML_STATUS_SUCCESS) {
-        ggml_free(g.ctx);
+        drop_graph();
         throw std::runtime_error("graph compute failed (ggml status " + std::to_string((int)st) + ")");
     }
     if (n_outputs > 0)
         ggml_backend_tensor_get(g.logits, logits_.data() + (size_t)out_row0 * hp.n_vocab, 0,
                                 sizeof(float) * (size_t)n_outputs * hp.n_vocab);
-    ggml_free(g.ctx);
 }
 
 }  // namespace lanner

@@ -20,12 +20,12 @@ struct ContextParams {
     int n_batch = 512;   // max tokens per graph evaluation (ubatch)
     int n_seq_max = 16;  // sequence ids 0..n_seq_max-1 (<= 64)
     int n_threads = 0;   // 0 = hardware concurrency
-    // KV cell types; COUNT = the device default: f16 on GPUs, f32 on the CPU. ggml's CPU
-    // flash attention rounds Q to f16 for an f16 K and accumulates softmax(QK)V in f16 for an
-    // f16 V, which measurably costs accuracy against the float reference (SmolLM2, 70 random
-    // tokens: min logit cosine 0.99897 with f16/f16, 0.99902 f16/f32, 0.99983 f32/f32).
-    ggml_type type_k = GGML_TYPE_COUNT;
-    ggml_type type_v = GGML_TYPE_COUNT;
+    // KV cell types; f16 by default. f32 is available: ggml's CPU flash attention rounds Q to
+    // f16 for an f16 K and accumulates softmax(QK)V in f16 for an f16 V, which costs a little
+    // accuracy against the float reference (SmolLM2, 70 random tokens: min logit cosine 0.99897
+    // f16 vs 0.99983 f32), but f32 doubles the bytes each decode step reads from the cache.
+    ggml_type type_k = GGML_TYPE_F16;
+    ggml_type type_v = GGML_TYPE_F16;
 };
 
 class Context {
@@ -73,6 +73,12 @@ class Context {
         ggml_tensor* logits;  // [n_vocab, n_outputs] (null when n_outputs == 0)
     };
     Built build_graph(int n_tokens, int n_kv, int n_outputs);
+
+    // The last ubatch's graph, kept allocated: a ubatch of the same shape (typical for decode
+    // steps, since n_kv is padded) only refills the inputs and runs it again.
+    Built graph_{};
+    int graph_shape_[3] = {-1, -1, -1};  // n_tokens, n_kv, n_outputs of graph_
+    void drop_graph();
     void fill_masks(const Batch& b, int i0, int n_tokens, int n_kv);
     void decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0);
 };

@@ -77,7 +77,7 @@ class LLM:
 
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
-                 max_queue: int = 64, type_k: str = "", type_v: str = ""):
+                 max_queue: int = 64, type_k: str = "f16", type_v: str = "f16"):
         from . import _core
 
         t0 = time.perf_counter_ns()
