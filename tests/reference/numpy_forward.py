@@ -1,0 +1,447 @@
+"""Reference forward pass in plain numpy: the golden logits the native core is checked against.
+
+Owns: parsing a GGUF file, dequantizing every weight once to float32 with `gguf.quants` (cached
+per process and path), and one full causal pass `ReferenceModel.forward(tokens)` ->
+(n_tokens, n_vocab) from position 0, for the architectures `llama` and `gemma3` (others raise).
+Must not: use a peer engine, a KV cache or batching; it favours plain, checkable math over speed.
+Each convention below was checked against llama-cpp-python by check_against_llama_cpp.py, which
+also flips them one at a time (ablations) to show the chosen one is the one that matches.
+
+Conventions (details at each use):
+- Weights: numpy shape is ggml `ne` reversed, so a matrix (n_out, n_in) projects as `x @ W.T`.
+- RMSNorm: x / sqrt(mean(x^2) + eps) * w, eps from `{arch}.attention.layer_norm_rms_epsilon`.
+- RoPE: llama rotates adjacent pairs (x[2i], x[2i+1]) because the converter permuted attn_q /
+  attn_k rows; gemma3 rotates halves (x[i], x[i + n_rot/2]) (NeoX). theta_i = base^(-2i/n_rot).
+- GQA: query head h reads KV head h // (n_head / n_head_kv). Tied output when no output.weight.
+- gemma3: norm weights already hold Gemma's (1 + w); embeddings * sqrt(n_embd); q/k RMSNorm per
+  head before RoPE; post-attention / post-FFN norms; GeGLU gelu_tanh(gate) * up; layer i global
+  iff (i + 1) % 6 == 0, local layers use RoPE base 10000 and see keys with i - j < window (512);
+  scores scaled by 1/sqrt(key_length); softcapping / linear rope scaling only if keys say so.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+
+SUPPORTED_ARCHS = ("llama", "gemma3")
+
+# Per-layer tensors each architecture uses; any other tensor (biases, rope_freqs, experts, ...)
+# means a feature this reference does not implement, so loading raises instead of ignoring it.
+_LAYER_TENSORS = {
+    "llama": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+              "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"),
+    "gemma3": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm",
+               "attn_k_norm", "post_attention_norm", "ffn_norm", "ffn_gate", "ffn_up",
+               "ffn_down", "post_ffw_norm"),
+}
+_GLOBAL_TENSORS = ("token_embd", "output_norm", "output")
+
+# Gemma 3 defaults that GGUF files (like the 270M one) do not store; from the HF configs of the
+# family (`layer_types`: 5 sliding then 1 full, `rope_local_base_freq` 10000).
+_GEMMA3_SWA_PATTERN = 6          # layer i is global iff (i + 1) % 6 == 0
+_GEMMA3_ROPE_BASE_SWA = 10000.0  # RoPE base of the sliding-window (local) layers
+
+
+# ---------------------------------------------------------------------------------------------
+# structs
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """Everything the forward pass needs besides the weights. Lengths count elements/tokens."""
+
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_vocab: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int           # elements per query/key head
+    head_dim_v: int           # elements per value head
+    n_rot: int                # leading elements of each head that RoPE rotates
+    rms_eps: float
+    rope_neox: bool           # True: rotate (x[i], x[i+n_rot/2]); False: (x[2i], x[2i+1])
+    rope_base: float          # global (full-attention) layers
+    rope_base_swa: float      # sliding-window layers
+    rope_pos_scale: float     # position multiplier (1/factor of "linear" rope scaling), global
+    rope_pos_scale_swa: float  # same for sliding-window layers
+    layer_swa: tuple[bool, ...]  # per layer: True = sliding-window attention
+    sliding_window: int       # tokens; key j is visible to query i iff 0 <= i - j < window
+    attn_scale: float         # multiplies q.k
+    embd_scale: float         # multiplies the token embedding rows
+    attn_softcap: float       # 0 = off; else scores = cap * tanh(scores / cap)
+    final_softcap: float      # 0 = off; else logits = cap * tanh(logits / cap)
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+_CACHE: dict[str, tuple[Hparams, dict[str, np.ndarray]]] = {}
+
+# GGUF metadata value types -> struct format (8 = string, 9 = array are handled apart).
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _read_gguf(path: str) -> tuple[dict, list[tuple[str, list[int], int, np.ndarray]]]:
+    """Parse a GGUF v2/v3 file: ({key: value} without tokenizer.*, [(name, ne, qtype, bytes)]).
+
+    A small own parser instead of gguf.GGUFReader, which decodes every one of Gemma's 262k
+    vocabulary strings into numpy views (~9 s); here they are skipped. `bytes` is a read-only
+    uint8 memmap view (n_rows, row_bytes) of each tensor, ready for gguf.quants.dequantize.
+    """
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    mv = memoryview(buf)
+    off = 0
+
+    def take(fmt: str):
+        nonlocal off
+        v = struct.unpack_from(fmt, mv, off)[0]
+        off += struct.calcsize(fmt)
+        return v
+
+    def string() -> str:
+        nonlocal off
+        n = take("<Q")
+        off += n
+        return bytes(mv[off - n:off]).decode("utf-8")
+
+    def value(vtype: int, keep: bool):
+        nonlocal off
+        if vtype in _GGUF_SCALARS:
+            return take(_GGUF_SCALARS[vtype])
+        if vtype == 8:
+            return string()
+        if vtype != 9:
+            raise ValueError(f"{path}: unknown GGUF value type {vtype}")
+        sub, n = take("<I"), take("<Q")
+        if sub in _GGUF_SCALARS and not keep:
+            off += n * struct.calcsize(_GGUF_SCALARS[sub])  # skipped wholesale
+            return None
+        return [value(sub, keep) for _ in range(n)]
+
+    if bytes(mv[:4]) != b"GGUF":
+        raise ValueError(f"{path}: not a GGUF file")
+    off = 4
+    version, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
+    if version < 2:
+        raise ValueError(f"{path}: GGUF version {version} is not supported")
+    fields = {}
+    for _ in range(n_kv):
+        key = string()
+        keep = not key.startswith("tokenizer.")
+        v = value(take("<I"), keep)
+        if keep:
+            fields[key] = v
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        ne = [take("<Q") for _ in range(take("<I"))]  # ggml order: ne[0] is the fastest axis
+        qtype, rel = take("<I"), take("<Q")
+        infos.append((name, ne, qtype, rel))
+    align = int(fields.get("general.alignment", 32))
+    data_start = (off + align - 1) // align * align
+    tensors = []
+    for name, ne, qtype, rel in infos:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
+        row_bytes = ne[0] // block * type_size
+        n_rows = int(np.prod(ne[1:], dtype=np.int64))
+        start = data_start + rel
+        raw = buf[start:start + n_rows * row_bytes].reshape(n_rows, row_bytes)
+        tensors.append((name, ne, qtype, raw))
+    return fields, tensors
+
+
+def _field(fields: dict, key: str, default=KeyError):
+    """Value of a metadata key; `default` if absent (KeyError if no default is given)."""
+    if key not in fields:
+        if default is KeyError:
+            raise KeyError(f"GGUF metadata key {key!r} is missing")
+        return default
+    return fields[key]
+
+
+def _load_weights(tensors) -> dict[str, np.ndarray]:
+    """name -> float32 array, numpy shape = reversed ggml ne (a matrix is (n_out, n_in))."""
+    out = {}
+    for name, ne, qtype, raw in tensors:
+        w = dequantize(raw, GGMLQuantizationType(qtype))  # (n_rows, ne[0])
+        out[name] = np.ascontiguousarray(w, dtype=np.float32).reshape(tuple(reversed(ne)))
+    return out
+
+
+def _check_tensor_names(arch: str, n_layer: int, weights: dict[str, np.ndarray]) -> None:
+    expected = {f"{n}.weight" for n in _GLOBAL_TENSORS}
+    for il in range(n_layer):
+        expected |= {f"blk.{il}.{n}.weight" for n in _LAYER_TENSORS[arch]}
+    unknown = sorted(set(weights) - expected)
+    if unknown:
+        raise NotImplementedError(f"{arch}: tensors this reference does not implement: "
+                                  f"{unknown[:8]}")
+    missing = sorted(expected - set(weights) - {"output.weight"})
+    if missing:
+        raise ValueError(f"{arch}: missing tensors: {missing[:8]}")
+
+
+def _rope_scaling(fields, arch: str) -> float:
+    """Position multiplier from `{arch}.rope.scaling.*`: 1 for none, 1/factor for linear."""
+    kind = _field(fields, f"{arch}.rope.scaling.type", "none")
+    factor = float(_field(fields, f"{arch}.rope.scaling.factor", 1.0))
+    if kind == "none" or factor in (0.0, 1.0):
+        return 1.0
+    if kind == "linear":
+        return 1.0 / factor
+    raise NotImplementedError(f"rope scaling type {kind!r} is not implemented")
+
+
+def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
+    arch = _field(fields, "general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise NotImplementedError(f"architecture {arch!r} is not supported ({SUPPORTED_ARCHS})")
+    a = arch + "."
+    if _field(fields, a + "expert_count", 0):
+        raise NotImplementedError("mixture-of-experts models are not supported")
+    n_layer = int(_field(fields, a + "block_count"))
+    n_embd = int(_field(fields, a + "embedding_length"))
+    n_head = int(_field(fields, a + "attention.head_count"))
+    n_head_kv = _field(fields, a + "attention.head_count_kv", n_head)
+    if not isinstance(n_head_kv, int):
+        raise NotImplementedError("per-layer head_count_kv is not supported")
+    head_dim_k = int(_field(fields, a + "attention.key_length", n_embd // n_head))
+    head_dim_v = int(_field(fields, a + "attention.value_length", head_dim_k))
+    n_rot = int(_field(fields, a + "rope.dimension_count", head_dim_k))
+    n_vocab = weights["token_embd.weight"].shape[0]
+    eps = float(_field(fields, a + "attention.layer_norm_rms_epsilon"))
+    pos_scale = _rope_scaling(fields, arch)
+    if arch == "llama":
+        base = float(_field(fields, a + "rope.freq_base", 10000.0))
+        return Hparams(
+            arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_head=n_head,
+            n_head_kv=n_head_kv, head_dim_k=head_dim_k, head_dim_v=head_dim_v, n_rot=n_rot,
+            rms_eps=eps,
+            # The HF->GGUF converter permutes the rows of attn_q / attn_k inside each head
+            # (HF half i -> rows 2i / 2i+1) so that adjacent-pair RoPE on the stored layout equals
+            # HF's rotate_half on the original one. Verified: NeoX here breaks agreement.
+            rope_neox=False,
+            rope_base=base, rope_base_swa=base, rope_pos_scale=pos_scale,
+            rope_pos_scale_swa=pos_scale, layer_swa=(False,) * n_layer, sliding_window=0,
+            attn_scale=1.0 / math.sqrt(head_dim_k), embd_scale=1.0, attn_softcap=0.0,
+            final_softcap=0.0,
+        )
+    # gemma3
+    window = int(_field(fields, a + "attention.sliding_window", 0))
+    pattern = _field(fields, a + "attention.sliding_window_pattern", _GEMMA3_SWA_PATTERN)
+    if window <= 0:
+        layer_swa = (False,) * n_layer  # no window in the file: every layer is global
+    elif isinstance(pattern, list):
+        layer_swa = tuple(bool(b) for b in pattern)  # explicit per-layer flags, True = local
+    else:
+        # HF `layer_types`: 5 x sliding_attention then full_attention, repeated; so layer i is
+        # global iff (i + 1) % 6 == 0 (layers 5, 11, 17 of the 270M's 18).
+        layer_swa = tuple((il + 1) % int(pattern) != 0 for il in range(n_layer))
+    # Gemma's query_pre_attn_scalar is head_dim (256) for every size but 27B, where it is
+    # n_embd / n_head; it is not stored in GGUF, so derive it the same way.
+    is_27b = n_layer == 62  # GGUF has no size key; 62 layers is gemma-3-27b
+    qpas = n_embd / n_head if is_27b else head_dim_k
+    return Hparams(
+        arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_head=n_head,
+        n_head_kv=n_head_kv, head_dim_k=head_dim_k, head_dim_v=head_dim_v, n_rot=n_rot,
+        rms_eps=eps,
+        rope_neox=True,  # Gemma keeps HF's rotate_half layout (no row permutation in GGUF)
+        rope_base=float(_field(fields, a + "rope.freq_base", 1_000_000.0)),
+        rope_base_swa=float(_field(fields, a + "rope.freq_base_swa", _GEMMA3_ROPE_BASE_SWA)),
+        # Linear rope scaling (Gemma 3 4B+) applies to the global layers only.
+        rope_pos_scale=pos_scale, rope_pos_scale_swa=1.0,
+        layer_swa=layer_swa, sliding_window=window,
+        attn_scale=1.0 / math.sqrt(qpas),
+        # Embedding rows are multiplied by sqrt(n_embd) in float32 (HF rounds this factor to
+        # the activation dtype, e.g. bf16 25.25 instead of 25.298; llama.cpp uses the float).
+        embd_scale=float(np.sqrt(np.float32(n_embd))),
+        attn_softcap=float(_field(fields, a + "attn_logit_softcapping", 0.0)),
+        final_softcap=float(_field(fields, a + "final_logit_softcapping", 0.0)),
+    )
+
+
+def load(gguf_path: str | Path) -> tuple[Hparams, dict[str, np.ndarray]]:
+    """(hparams, float32 weights) of a GGUF file, dequantized once per process and path.
+    The arrays are shared between ReferenceModel instances: never modify them in place."""
+    key = str(Path(gguf_path).resolve())
+    if key not in _CACHE:
+        fields, tensors = _read_gguf(key)
+        arch = _field(fields, "general.architecture")
+        if arch not in SUPPORTED_ARCHS:  # before the (slow) dequantization
+            raise NotImplementedError(f"architecture {arch!r} is not supported {SUPPORTED_ARCHS}")
+        weights = _load_weights(tensors)
+        hp = _hparams(fields, weights)
+        _check_tensor_names(hp.arch, hp.n_layer, weights)
+        _CACHE[key] = (hp, weights)
+    return _CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# math
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """Normalize over the last axis: x / sqrt(mean(x^2) + eps) * w (sum of squares in float64)."""
+    ms = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
+    return (x / np.sqrt(ms + eps)).astype(np.float32) * w
+
+
+def apply_rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, pos_scale: float,
+               neox: bool) -> np.ndarray:
+    """Rotate x (n_tokens, n_heads, head_dim) by position; only the first n_rot elements.
+
+    Pair k (k < n_rot/2) turns by angle pos * pos_scale * base^(-2k/n_rot). The pair is
+    (x[k], x[k + n_rot/2]) when neox else (x[2k], x[2k+1]).
+    """
+    half = n_rot // 2
+    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)  # (half,)
+    ang = (pos.astype(np.float64) * pos_scale)[:, None] * inv_freq[None, :]  # (n_tokens, half)
+    cos = np.cos(ang).astype(np.float32)[:, None, :]  # (n_tokens, 1, half)
+    sin = np.sin(ang).astype(np.float32)[:, None, :]
+    lo, hi = (slice(0, half), slice(half, n_rot)) if neox else (slice(0, n_rot, 2),
+                                                                 slice(1, n_rot, 2))
+    x0, x1 = x[..., lo], x[..., hi]  # (n_tokens, n_heads, half) each
+    out = x.copy()
+    out[..., lo] = x0 * cos - x1 * sin
+    out[..., hi] = x0 * sin + x1 * cos
+    return out
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (HF `gelu_pytorch_tanh`)."""
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    inner = c * (x + np.float32(0.044715) * x ** 3)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2 (no overflow for large |x|)."""
+    return x * (np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * x)))
+
+
+def causal_mask(n_tokens: int, window: int) -> np.ndarray:
+    """(n_tokens, n_tokens) bool, True where query i may see key j: j <= i, and i - j < window
+    when window > 0 (so a key exactly `window` positions back is already masked)."""
+    i = np.arange(n_tokens)[:, None]
+    j = np.arange(n_tokens)[None, :]
+    ok = j <= i
+    if window > 0:
+        ok &= (i - j) < window
+    return ok
+
+
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, mask: np.ndarray,
+           softcap: float) -> np.ndarray:
+    """Softmax attention with grouped KV heads.
+
+    q (n_tokens, n_head, hd_k), k (n_tokens, n_head_kv, hd_k), v (n_tokens, n_head_kv, hd_v)
+    -> (n_tokens, n_head * hd_v). Query head h reads KV head h // (n_head / n_head_kv).
+    """
+    n_tokens, n_head, _ = q.shape
+    group = n_head // k.shape[1]
+    qh = q.transpose(1, 0, 2)  # (n_head, n_tokens, hd_k)
+    kh = np.repeat(k.transpose(1, 0, 2), group, axis=0)  # (n_head, n_tokens, hd_k)
+    vh = np.repeat(v.transpose(1, 0, 2), group, axis=0)  # (n_head, n_tokens, hd_v)
+    s = (qh @ kh.transpose(0, 2, 1)) * np.float32(scale)  # (n_head, n_tokens, n_tokens)
+    if softcap > 0:
+        s = np.float32(softcap) * np.tanh(s / np.float32(softcap))
+    s = np.where(mask[None], s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    o = p @ vh  # (n_head, n_tokens, hd_v)
+    return o.transpose(1, 0, 2).reshape(n_tokens, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+
+class ReferenceModel:
+    """Float32 numpy forward pass over a GGUF model's dequantized weights."""
+
+    def __init__(self, gguf_path: str | Path):
+        self.path = str(gguf_path)
+        self.hparams, self.weights = load(gguf_path)
+        # Tied output: with no output.weight the token embedding (n_vocab, n_embd) is reused.
+        self.output = self.weights.get("output.weight", self.weights["token_embd.weight"])
+
+    @property
+    def n_vocab(self) -> int:
+        return self.hparams.n_vocab
+
+    def forward(self, tokens: list[int]) -> np.ndarray:
+        """Logits (n_tokens, n_vocab) float32 for tokens at positions 0..n_tokens-1 (causal)."""
+        hp = self.hparams
+        tok = np.asarray(tokens, dtype=np.int64)
+        if tok.ndim != 1 or tok.size == 0:
+            raise ValueError("tokens must be a non-empty list of ints")
+        if tok.min() < 0 or tok.max() >= hp.n_vocab:
+            raise ValueError(f"token id out of range [0, {hp.n_vocab})")
+        pos = np.arange(tok.size)  # (n_tokens,)
+        x = self.weights["token_embd.weight"][tok] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
+        layer = self._layer_llama if hp.arch == "llama" else self._layer_gemma3
+        for il in range(hp.n_layer):
+            x = layer(il, x, pos)
+        x = rms_norm(x, self.weights["output_norm.weight"], hp.rms_eps)
+        logits = x @ self.output.T  # (n_tokens, n_vocab)
+        if hp.final_softcap > 0:
+            c = np.float32(hp.final_softcap)
+            logits = c * np.tanh(logits / c)
+        return logits.astype(np.float32, copy=False)
+
+    def _w(self, il: int, name: str) -> np.ndarray:
+        return self.weights[f"blk.{il}.{name}.weight"]
+
+    def _self_attention(self, il: int, h: np.ndarray, pos: np.ndarray, qk_norm: bool) -> np.ndarray:
+        """h (n_tokens, n_embd), already normed -> attention output (n_tokens, n_embd)."""
+        hp = self.hparams
+        n = h.shape[0]
+        q = (h @ self._w(il, "attn_q").T).reshape(n, hp.n_head, hp.head_dim_k)
+        k = (h @ self._w(il, "attn_k").T).reshape(n, hp.n_head_kv, hp.head_dim_k)
+        v = (h @ self._w(il, "attn_v").T).reshape(n, hp.n_head_kv, hp.head_dim_v)
+        if qk_norm:  # Gemma 3: RMSNorm of each head over head_dim, before RoPE
+            q = rms_norm(q, self._w(il, "attn_q_norm"), hp.rms_eps)
+            k = rms_norm(k, self._w(il, "attn_k_norm"), hp.rms_eps)
+        swa = hp.layer_swa[il]
+        base = hp.rope_base_swa if swa else hp.rope_base
+        pscale = hp.rope_pos_scale_swa if swa else hp.rope_pos_scale
+        q = apply_rope(q, pos, hp.n_rot, base, pscale, hp.rope_neox)
+        k = apply_rope(k, pos, hp.n_rot, base, pscale, hp.rope_neox)
+        mask = causal_mask(n, hp.sliding_window if swa else 0)  # (n_tokens, n_tokens)
+        o = attend(q, k, v, hp.attn_scale, mask, hp.attn_softcap)  # (n_tokens, n_head*hd_v)
+        return o @ self._w(il, "attn_output").T
+
+    def _layer_llama(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Pre-norm block: x += attn(norm(x)); x += down(silu(gate(h)) * up(h)), h = norm(x)."""
+        eps = self.hparams.rms_eps
+        x = x + self._self_attention(il, rms_norm(x, self._w(il, "attn_norm"), eps), pos, False)
+        h = rms_norm(x, self._w(il, "ffn_norm"), eps)
+        g = silu(h @ self._w(il, "ffn_gate").T) * (h @ self._w(il, "ffn_up").T)  # (n_tokens, n_ff)
+        return x + g @ self._w(il, "ffn_down").T
+
+    def _layer_gemma3(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Sandwich block: x += post_norm(attn(norm(x))); x += post_norm(geglu(norm(x))).
+
+        Every Gemma norm multiplies by (1 + w); the GGUF converter stored (1 + w), so the stored
+        weight is used as is. Verified: stored - 1 is bf16-exact for all 55,936 norm values
+        (stored itself for 74.6%), and adding 1 again drops the cosine to llama.cpp to 0.04.
+        """
+        eps = self.hparams.rms_eps
+        a = self._self_attention(il, rms_norm(x, self._w(il, "attn_norm"), eps), pos, True)
+        x = x + rms_norm(a, self._w(il, "post_attention_norm"), eps)
+        h = rms_norm(x, self._w(il, "ffn_norm"), eps)
+        # GeGLU: gelu_tanh(gate) * up, (n_tokens, n_ff); HF `hidden_activation: gelu_pytorch_tanh`
+        g = gelu_tanh(h @ self._w(il, "ffn_gate").T) * (h @ self._w(il, "ffn_up").T)
+        f = g @ self._w(il, "ffn_down").T
+        return x + rms_norm(f, self._w(il, "post_ffw_norm"), eps)
