@@ -3,8 +3,9 @@
 Batched == one at a time, a two-turn conversation reuses turn one's cells (counted in tokens
 passed to decode), abort during prefill frees cells and spares the other stream. A ProbeContext
 wraps the real context to count decoded tokens and to hold the model thread between steps.
-Steps stay under 64 tokens: the core's kernels switch at 64 rows, so bigger batches round
-differently (as llama.cpp's do) and batched-vs-solo greedy equality would test numerics.
+Exact equality needs identical numerics: steps stay under 64 tokens (the core's kernels switch
+at 64 rows) and each sequence's cells stay in position order. Where freed cells get reused (after
+an abort) the attention sums in another order, so there the check allows a flip at a near tie.
 """
 
 from __future__ import annotations
@@ -100,18 +101,26 @@ def make(model, text, n_parallel=4, budget=32, n_ctx=512):
 
 def greedy(p, max_tokens, **kw):
     return GenerateRequest(prompt_tokens=list(p), max_tokens=max_tokens,
-                           sampling=SamplingParams(temperature=0.0), ignore_eos=True, **kw)
+                           sampling=SamplingParams(temperature=0.0, logprobs=5), ignore_eos=True, **kw)
+
+
+def assert_same_up_to_near_tie(ref: list[TokenEvent], got: list[TokenEvent], tol: float = 0.5) -> None:
+    """got == ref, except that from some step on got may follow a token ref ranked within `tol`
+    nats of its own pick (rounding of a differently ordered sum); garbage fails this at once."""
+    assert len(ref) == len(got)
+    for i, (x, y) in enumerate(zip(ref, got)):
+        if x.token_id != y.token_id:
+            lp = {t.token_id: t.logprob for t in x.top_logprobs}
+            assert y.token_id in lp and x.logprob - lp[y.token_id] < tol, f"step {i}: not a near tie"
+            return
 
 
 def collect(stream):
-    toks, text = [], []
-    for ev in stream:
-        if isinstance(ev, TokenEvent):
-            toks.append(ev.token_id)
-            text.append(ev.text)
+    """(token ids, text, FinishEvent, TokenEvents)."""
+    evs = [ev for ev in stream if isinstance(ev, TokenEvent)]
     fin = stream.finish
     assert fin.reason != FinishReason.ERROR, fin.error
-    return toks, "".join(text) + fin.text, fin
+    return [e.token_id for e in evs], "".join(e.text for e in evs) + fin.text, fin, evs
 
 
 def test_real_concurrent_equals_one_at_a_time(model_and_text):
@@ -119,16 +128,16 @@ def test_real_concurrent_equals_one_at_a_time(model_and_text):
     prompts = [text[1](p) for p in PROMPTS]
     eng, _ = make(model, text)
     try:
-        solo = [collect(eng.submit(greedy(p, 8))) for p in prompts]
+        solo = [collect(eng.submit(greedy(p, 6))) for p in prompts]
     finally:
         eng.close()
     eng, ctx = make(model, text)
     try:
-        streams = [eng.submit(greedy(p, 8)) for p in prompts]
+        streams = [eng.submit(greedy(p, 6)) for p in prompts]
         both = [collect(s) for s in streams]
     finally:
         eng.close()
-    for (t1, x1, _), (t2, x2, _) in zip(solo, both):
+    for (t1, x1, _, _), (t2, x2, _, _) in zip(solo, both):
         assert t1 == t2 and x1 == x2
     assert max(ctx.decode_calls) <= 32
 
@@ -139,21 +148,21 @@ def test_real_second_turn_computes_only_new_tokens(model_and_text):
     p1 = encode(PROMPTS[2])
     eng, ctx = make(model, text)
     try:
-        t1, _, f1 = collect(eng.submit(greedy(p1, 6)))
+        t1, _, f1, _ = collect(eng.submit(greedy(p1, 6)))
         p2 = p1 + t1 + encode(" and then")[1:]
         n0 = sum(ctx.decode_calls)
-        t2, x2, f2 = collect(eng.submit(greedy(p2, 6)))
+        t2, x2, f2, e2 = collect(eng.submit(greedy(p2, 6)))
         assert f2.usage.cached_tokens == len(p1) + len(t1) - 1
         assert sum(ctx.decode_calls) - n0 == len(p2) - f2.usage.cached_tokens + 6 - 1
     finally:
         eng.close()
     cold, ctx2 = make(model, text)
     try:
-        tc, xc, fc = collect(cold.submit(greedy(p2, 6)))
+        tc, xc, fc, ec = collect(cold.submit(greedy(p2, 6)))
     finally:
         cold.close()
     assert fc.usage.cached_tokens == 0
-    assert tc[:3] == t2[:3]  # turn one's cells were reused, not garbage (cold prefill rounds alike)
+    assert_same_up_to_near_tie(ec, e2)  # turn one's cells were reused, not garbage
 
 
 def test_real_abort_during_prefill(model_and_text):
@@ -164,13 +173,13 @@ def test_real_abort_during_prefill(model_and_text):
     assert len(long) > 4 * 32
     eng, ctx = make(model, text, budget=32)
     try:
-        ref = collect(eng.submit(greedy(pa, 10)))
+        ref = collect(eng.submit(greedy(pa, 5)))
         eng._cache.evict_lru()
         assert ctx.n_cells_used() == 0
         ctx.gate = threading.Semaphore(0)
         n0 = ctx.calls_started
-        a = eng.submit(greedy(pa, 10))
-        r = eng.submit(greedy(long, 10))
+        a = eng.submit(greedy(pa, 5))
+        r = eng.submit(greedy(long, 5))
         ctx.wait_started(n0 + 1)
         ctx.step(2)
         assert r.get(timeout=0) is None  # still in prefill: the prompt needs 5+ steps of 32 tokens
@@ -179,8 +188,8 @@ def test_real_abort_during_prefill(model_and_text):
         evs = list(r)
         assert evs[-1].reason == FinishReason.CANCELLED and len(evs) == 1
         got = collect(a)
-        assert got[:2] == ref[:2]
+        assert_same_up_to_near_tie(ref[3], got[3])
         # only a's cells remain (the long prompt shares just the BOS with it)
-        assert ctx.n_cells_used() == len(pa) + 10 - 1
+        assert ctx.n_cells_used() == len(pa) + 5 - 1
     finally:
         eng.close()
