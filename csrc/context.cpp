@@ -31,7 +31,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     set_n_threads(params_.n_threads);
 
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
-                                    params_.n_seq_max, params_.type_k, params_.type_v);
+                                    params_.n_seq_max, params_.type_k, params_.type_v, !use_flash_attn());
 
     graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * 64);
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
@@ -54,19 +54,29 @@ Context::~Context() {
     kv_.reset();
     if (backend_cpu_ && backend_cpu_ != backend_) ggml_backend_free(backend_cpu_);
     if (backend_) ggml_backend_free(backend_);
+    if (threadpool_) ggml_threadpool_free(threadpool_);
 }
 
 void Context::set_n_threads(int n) {
     if (n <= 0) n = (int)std::max(1u, std::thread::hardware_concurrency());
     n_threads_ = n;
     ggml_backend_cpu_set_n_threads(backend_cpu_, n);
+    ggml_threadpool_params tp = ggml_threadpool_params_default(n);
+    tp.poll = 0;  // workers sleep between graphs: the model thread samples in Python meanwhile
+    ggml_threadpool_t pool = ggml_threadpool_new(&tp);
+    if (!pool) throw std::runtime_error("could not start " + std::to_string(n) + " CPU threads");
+    ggml_backend_cpu_set_threadpool(backend_cpu_, pool);
+    if (threadpool_) ggml_threadpool_free(threadpool_);
+    threadpool_ = pool;
 }
 
 const char* Context::device_name() const { return ggml_backend_dev_name(model_->device); }
 
+bool Context::use_flash_attn() const { return params_.flash_attn != 0; }
+
 // ---- graph ----------------------------------------------------------------------------------
 
-constexpr int k_kv_pad = 256;  // n_kv granularity: keeps decode-step graphs the same shape
+constexpr int k_kv_pad = 32;  // n_kv granularity: decode-step graphs keep their shape for 32 steps
 
 void Context::drop_graph() {
     if (graph_.ctx) ggml_free(graph_.ctx);
@@ -84,6 +94,8 @@ Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs) {
     r.in.tokens = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_tokens), "inp_tokens");
     r.in.pos = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_tokens), "inp_pos");
     r.in.kv_idxs = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, n_tokens), "inp_kv_idxs");
+    if (kv_->v_trans)
+        r.in.v_idxs = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, (int64_t)hp.n_embd_v_gqa() * n_tokens), "inp_v_idxs");
     r.in.mask = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask");
     if (hp.n_swa > 0) r.in.mask_swa = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask_swa");
     if (n_outputs > 0 && n_outputs != n_tokens)
@@ -183,6 +195,13 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
     set(g.in.tokens, b.tokens + i0, sizeof(int32_t) * n_tokens);
     set(g.in.pos, b.pos + i0, sizeof(int32_t) * n_tokens);
     set(g.in.kv_idxs, idx_.data(), sizeof(int64_t) * n_tokens);
+    if (g.in.v_idxs) {  // element (d, t) of V goes to row d, column cell_t of the transposed cache
+        const int64_t n_v = hp.n_embd_v_gqa();
+        v_idx_.resize((size_t)n_v * n_tokens);
+        for (int t = 0; t < n_tokens; ++t)
+            for (int64_t d = 0; d < n_v; ++d) v_idx_[(size_t)t * n_v + d] = d * kv_->n_ctx + idx_[t];
+        set(g.in.v_idxs, v_idx_.data(), sizeof(int64_t) * v_idx_.size());
+    }
     set(g.in.mask, mask_.data(), sizeof(ggml_fp16_t) * mask_.size());
     if (g.in.mask_swa) set(g.in.mask_swa, mask_swa_.data(), sizeof(ggml_fp16_t) * mask_swa_.size());
     if (g.in.out_ids) set(g.in.out_ids, out_ids_.data(), sizeof(int32_t) * n_outputs);

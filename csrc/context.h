@@ -9,6 +9,7 @@
 
 #include "batch.h"
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "graph.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -26,6 +27,13 @@ struct ContextParams {
     // f16 vs 0.99983 f32), but f32 doubles the bytes each decode step reads from the cache.
     ggml_type type_k = GGML_TYPE_F16;
     ggml_type type_v = GGML_TYPE_F16;
+    // Flash attention (ggml_flash_attn_ext, default) or softmax(KQ)V over a transposed V cache.
+    // Flash attention visits keys one at a time, so a sequence's logits do not depend on which
+    // cells it occupies or what else shares the batch: batched == alone, bit for bit (below
+    // ggml's 32-token matmul switch). The softmax(KQ)V path sums over cells with SIMD, so its
+    // rounding depends on cell alignment (logits move by up to ~1 on SmolLM2, near-ties can
+    // flip), but on this ggml's CPU backend it decodes ~15% faster at 512 cells.
+    int flash_attn = 1;
 };
 
 class Context {
@@ -47,6 +55,7 @@ class Context {
     int n_threads() const { return n_threads_; }
     void set_n_threads(int n);
     const char* device_name() const;
+    bool use_flash_attn() const;
 
   private:
     std::shared_ptr<Model> model_;
@@ -55,6 +64,7 @@ class Context {
     ggml_backend_t backend_ = nullptr;      // the model's device
     ggml_backend_t backend_cpu_ = nullptr;  // == backend_ when the device is the CPU
     ggml_backend_sched_t sched_ = nullptr;
+    ggml_threadpool_t threadpool_ = nullptr;  // persistent CPU workers (else ggml spawns per graph)
     size_t graph_size_ = 0;                 // max nodes
     std::vector<uint8_t> graph_meta_;       // ggml context memory for graph metadata
     std::vector<float> logits_;             // [n_out, n_vocab]
@@ -62,6 +72,7 @@ class Context {
 
     // ubatch scratch: input values set after allocation
     std::vector<int64_t> idx_;       // [T] cell of each token
+    std::vector<int64_t> v_idx_;     // [n_embd_v_gqa*T] element of a transposed V
     std::vector<int32_t> out_ids_;   // [n_out] rows of this ubatch wanting logits
     std::vector<ggml_fp16_t> mask_;  // [T, n_kv]
     std::vector<ggml_fp16_t> mask_swa_;

@@ -22,23 +22,40 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
     ggml_tensor* k_cache = b.kv.k[il];  // [n_embd_k_gqa, n_ctx]
-    ggml_tensor* v_cache = b.kv.v[il];  // [n_embd_v_gqa, n_ctx]
+    ggml_tensor* v_cache = b.kv.v[il];  // [n_embd_v_gqa, n_ctx], or [n_ctx, n_embd_v_gqa] if v_trans
+    ggml_tensor* mask = swa ? b.in.mask_swa : b.in.mask;
 
-    // write this ubatch's K/V rows into their cells: [n_embd_*_gqa, T] -> rows kv_idxs
+    // write this ubatch's K/V into its cells: K rows kv_idxs; V rows, or V elements v_idxs
     ggml_tensor* k2 = ggml_reshape_2d(ctx, k, hp.n_embd_k_gqa(), b.n_tokens);
-    ggml_tensor* v2 = ggml_reshape_2d(ctx, v, hp.n_embd_v_gqa(), b.n_tokens);
     ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, k_cache, k2, b.in.kv_idxs));
-    ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, v_cache, v2, b.in.kv_idxs));
+    if (b.kv.v_trans) {
+        const int64_t n = (int64_t)hp.n_embd_v_gqa() * b.n_tokens;
+        ggml_tensor* dst = ggml_reshape_2d(ctx, v_cache, 1, ggml_nelements(v_cache));
+        ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, dst, ggml_reshape_2d(ctx, v, 1, n), b.in.v_idxs));
+    } else {
+        ggml_tensor* v2 = ggml_reshape_2d(ctx, v, hp.n_embd_v_gqa(), b.n_tokens);
+        ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, v_cache, v2, b.in.kv_idxs));
+    }
 
-    // views of the visited cells: [hd, n_kv, n_head_kv]
+    // keys of the visited cells: [hd_k, n_kv, n_head_kv]
     ggml_tensor* kv_k = ggml_view_3d(ctx, k_cache, hp.n_embd_head_k, b.n_kv, hp.n_head_kv, k_cache->nb[1],
                                      ggml_row_size(k_cache->type, hp.n_embd_head_k), 0);
-    ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, hp.n_embd_head_v, b.n_kv, hp.n_head_kv, v_cache->nb[1],
-                                     ggml_row_size(v_cache->type, hp.n_embd_head_v), 0);
-    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, T, n_head]
-    ggml_tensor* out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, swa ? b.in.mask_swa : b.in.mask, scale, 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
-    // out: [hd_v, n_head, T] contiguous
+    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd_k, T, n_head]
+    ggml_tensor* out;
+    if (!b.kv.v_trans) {
+        ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, hp.n_embd_head_v, b.n_kv, hp.n_head_kv, v_cache->nb[1],
+                                         ggml_row_size(v_cache->type, hp.n_embd_head_v), 0);
+        out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, mask, scale, 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);  // out: [hd_v, n_head, T]
+    } else {
+        ggml_tensor* kq = ggml_mul_mat(ctx, kv_k, q);  // [n_kv, T, n_head]; head h reads kv head h/group
+        kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
+        // values of the visited cells, transposed: [n_kv, hd_v, n_head_kv]
+        ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, b.n_kv, hp.n_embd_head_v, hp.n_head_kv, v_cache->nb[1],
+                                         v_cache->nb[1] * hp.n_embd_head_v, 0);
+        out = ggml_mul_mat(ctx, kv_v, kq);                           // [hd_v, T, n_head]
+        out = ggml_cont(ctx, ggml_permute(ctx, out, 0, 2, 1, 3));  // [hd_v, n_head, T]
+    }
     return ggml_reshape_2d(ctx, out, hp.n_embd_head_v * hp.n_head, b.n_tokens);
 }
 

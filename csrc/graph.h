@@ -1,6 +1,7 @@
 // Graph blocks shared by every architecture: inputs of one ubatch, RMSNorm, RoPE, attention
-// over the KV cache (writes this ubatch's K/V into its cells, then flash attention under a
-// causal + per-sequence (+ sliding-window) mask), gated FFN, output head.
+// over the KV cache (writes this ubatch's K/V into its cells, then attention under a causal +
+// per-sequence (+ sliding-window) mask: flash attention, or softmax(KQ)V with a transposed V
+// cache), gated FFN, output head.
 // models/<arch>.cpp compose these; nothing here knows an architecture's name.
 #pragma once
 #include "ggml.h"
@@ -13,6 +14,7 @@ struct GraphInputs {
     ggml_tensor* tokens = nullptr;    // I32 [n_tokens]
     ggml_tensor* pos = nullptr;       // I32 [n_tokens]
     ggml_tensor* kv_idxs = nullptr;   // I64 [n_tokens]: cell each token's K/V is written to
+    ggml_tensor* v_idxs = nullptr;    // I64 [n_embd_v_gqa*n_tokens]: element index in a transposed V
     ggml_tensor* mask = nullptr;      // F16 [n_kv, n_tokens]: 0 = visible, -inf = hidden
     ggml_tensor* mask_swa = nullptr;  // F16 [n_kv, n_tokens], sliding-window layers (or null)
     ggml_tensor* out_ids = nullptr;   // I32 [n_outputs]: rows whose logits are wanted

@@ -7,14 +7,15 @@
 namespace lanner {
 
 KvCache::KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx_, int n_seq_max_, ggml_type type_k,
-                 ggml_type type_v)
-    : n_ctx(n_ctx_), n_seq_max(n_seq_max_), cells(n_ctx_) {
+                 ggml_type type_v, bool v_trans_)
+    : n_ctx(n_ctx_), n_seq_max(n_seq_max_), v_trans(v_trans_), cells(n_ctx_) {
     const auto& hp = m.hp;
     ggml_init_params ip{ggml_tensor_overhead() * (size_t)(2 * hp.n_layer + 1), nullptr, true};
     ctx_ = ggml_init(ip);
     for (int il = 0; il < hp.n_layer; ++il) {
         k.push_back(ggml_new_tensor_2d(ctx_, type_k, hp.n_embd_k_gqa(), n_ctx));
-        v.push_back(ggml_new_tensor_2d(ctx_, type_v, hp.n_embd_v_gqa(), n_ctx));
+        v.push_back(v_trans ? ggml_new_tensor_2d(ctx_, type_v, n_ctx, hp.n_embd_v_gqa())
+                            : ggml_new_tensor_2d(ctx_, type_v, hp.n_embd_v_gqa(), n_ctx));
     }
     buf_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buf_) throw std::runtime_error("could not allocate the KV cache (" + std::to_string(n_ctx) + " cells)");

@@ -26,11 +26,12 @@ struct KvCache {
     int n_ctx = 0;      // cells
     int n_seq_max = 0;  // sequence ids are 0..n_seq_max-1
     std::vector<KvCell> cells;
-    std::vector<ggml_tensor*> k, v;  // [n_layer] of [n_embd_{k,v}_gqa, n_ctx]
+    bool v_trans = false;            // V stored transposed: [n_ctx, n_embd_v_gqa] (non-flash attention)
+    std::vector<ggml_tensor*> k, v;  // [n_layer] of [n_embd_k_gqa, n_ctx]; v likewise or transposed
     int n_used = 0;                  // cells with at least one sequence
 
     KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx, int n_seq_max, ggml_type type_k,
-            ggml_type type_v);
+            ggml_type type_v, bool v_trans);
     ~KvCache();
     KvCache(const KvCache&) = delete;
     KvCache& operator=(const KvCache&) = delete;

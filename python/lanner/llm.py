@@ -73,11 +73,16 @@ class LLM:
     n_ctx: KV cache size in tokens, shared by all sequences (capped at the model's training length).
     n_threads: CPU threads for the matmuls (default: the CPUs this process may use).
     n_parallel: sequences decoded together by the engine; max_queue: requests allowed to wait.
+    type_k / type_v: KV cache cell types ("f16", "f32", "q8_0").
+    flash_attn: True (default) keeps every sequence's logits independent of batching and cache
+    placement; False uses softmax(KQ)V, ~15% faster decode on the CPU for small models, whose
+    rounding depends on where a sequence's cells lie.
     """
 
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
-                 max_queue: int = 64, type_k: str = "f16", type_v: str = "f16"):
+                 max_queue: int = 64, type_k: str = "f16", type_v: str = "f16",
+                 flash_attn: bool = True):
         from . import _core
 
         t0 = time.perf_counter_ns()
@@ -90,7 +95,7 @@ class LLM:
         self.n_threads = int(n_threads or _default_threads())
         ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_batch=n_batch,
                             n_seq_max=max(16, n_parallel * 2), n_threads=self.n_threads,
-                            type_k=type_k, type_v=type_v)
+                            type_k=type_k, type_v=type_v, flash_attn=flash_attn)
         self.engine = Engine(ctx, self.tokenizer, n_parallel=n_parallel, max_queue=max_queue,
                              step_token_budget=n_batch, n_vocab=self.model.n_vocab)
         self.model_name = Path(self.model_path).stem

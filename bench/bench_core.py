@@ -1,0 +1,92 @@
+"""Prefill and decode speed of lanner vs llama-cpp-python on the same GGUF files and threads.
+
+    python bench/bench_core.py [--threads 2] [--runs 5] [--prompt 512] [--gen 128] [--models smollm2,gemma3]
+
+Each run of each engine happens in its own subprocess (the two cannot share a process: both load
+a libggml-base.so.0 with different symbols), engines alternate run by run, and each run uses a
+different prompt so no prefix cache helps. Both go through their public Python generation API
+with greedy sampling: lanner `LLM.generate(ids, stream=True, temperature=0, ignore_eos=True)`,
+llama.cpp `Llama.generate(ids, temp=0)`. prefill tok/s = prompt tokens / time to the first token;
+decode tok/s = (gen - 1) / time from the first to the last token. Prints medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+WORKER = r"""
+import json, sys, time
+engine, path, threads, n_prompt, n_gen, run = sys.argv[1:7]
+threads, n_prompt, n_gen, run = int(threads), int(n_prompt), int(n_gen), int(run)
+prompt = [100 + (run * 7919 + i * 104729) % 20000 for i in range(n_prompt)]  # distinct per run
+stamps = []
+if engine == "lanner":
+    import lanner
+    llm = lanner.LLM(path, n_ctx=1024, n_threads=threads, n_parallel=1)
+    t0 = time.perf_counter()
+    for ch in llm.generate(prompt, max_tokens=n_gen, temperature=0, ignore_eos=True, stream=True):
+        if ch.token_ids:
+            stamps.append(time.perf_counter())
+    llm.close()
+else:
+    from llama_cpp import Llama
+    llm = Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+    t0 = time.perf_counter()
+    for tok in llm.generate(prompt, temp=0.0, top_k=1):
+        stamps.append(time.perf_counter())
+        if len(stamps) == n_gen:
+            break
+assert len(stamps) == n_gen, len(stamps)
+print(json.dumps({"prefill": n_prompt / (stamps[0] - t0), "decode": (n_gen - 1) / (stamps[-1] - stamps[0])}))
+"""
+
+
+def model_paths(names: list[str]) -> dict[str, str]:
+    from lanner.default_model import gemma3_path, smollm2_path
+
+    table = {"smollm2": smollm2_path, "gemma3": gemma3_path}
+    return {n: str(table[n]()) for n in names}
+
+
+def one_run(engine: str, path: str, args, run: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, engine, path, str(args.threads), str(args.prompt),
+                          str(args.gen), str(run)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--models", default="smollm2,gemma3")
+    args = ap.parse_args()
+    try:
+        import llama_cpp  # noqa: F401
+        engines = ["lanner", "llama.cpp"]
+    except ImportError:
+        print("llama-cpp-python not installed (pip install '.[bench]'): lanner only")
+        engines = ["lanner"]
+    print(f"threads={args.threads} prompt={args.prompt} gen={args.gen} runs={args.runs} "
+          f"date={time.strftime('%Y-%m-%d')}")
+    for name, path in model_paths(args.models.split(",")).items():
+        res = {e: [] for e in engines}
+        for run in range(args.runs):
+            for e in engines:
+                res[e].append(one_run(e, path, args, run))
+        med = {e: {k: statistics.median(r[k] for r in res[e]) for k in ("prefill", "decode")} for e in engines}
+        for k in ("prefill", "decode"):
+            line = f"{name:8s} {k:8s} " + "  ".join(f"{e} {med[e][k]:8.1f} tok/s" for e in engines)
+            if len(engines) == 2:
+                line += f"  ratio lanner/llama.cpp {med['lanner'][k] / med['llama.cpp'][k]:.2f}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
