@@ -119,24 +119,3 @@ def test_full_cache_and_bad_entries_apply_nothing(model):
         c.decode(_arr([1, 2]), _arr([0]), _arr([1]), _arr([1], np.uint8))
     assert c.n_cells_used() == 12
 
-
-def test_softmax_attention_path_agrees_with_flash_attention(model):
-    # flash_attn=False stores V transposed and computes softmax(KQ)V with matmuls; it must give
-    # the same distribution (rounding differs, see ContextParams::flash_attn), also after a
-    # second ubatch appends to the cache and with an offset (unaligned) first cell.
-    prompt = _prompts(model.n_vocab)[3] + _prompts(model.n_vocab)[1]
-    n, half = len(prompt), len(prompt) // 2
-    rows = {}
-    for fa in (True, False):
-        c = core.Context(model, n_ctx=128, n_batch=64, n_seq_max=2, n_threads=2, flash_attn=fa)
-        c.decode(_arr([11, 12, 13]), _arr([0, 1, 2]), _arr([1] * 3), _arr([0] * 3, np.uint8))
-        c.decode(_arr(prompt[:half]), _arr(range(half)), _arr([0] * half), _arr([0] * half, np.uint8))
-        rows[fa] = c.decode(_arr(prompt[half:]), _arr(range(half, n)), _arr([0] * (n - half)),
-                            _arr([1] * (n - half), np.uint8)).copy()
-        assert c.flash_attn is fa
-    a, b = rows[True], rows[False]
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    assert cos.min() > 0.999, cos
-    top2 = np.sort(a, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 1.0
-    assert (a.argmax(1) == b.argmax(1))[clear].all()
