@@ -159,7 +159,7 @@ def _free_port() -> int:
 
 def _serve(cmd: list[str], env: dict, port: int, log_path: Path):
     log = open(log_path, "w+")
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "python"), **env},
+    proc = subprocess.Popen(cmd, env={**os.environ, **env},  # the installed lanner, with its _core
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

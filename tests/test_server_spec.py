@@ -74,7 +74,7 @@ def test_gemini_stream_generate_content_ends_with_done(srv):
     r = requests.post(f"{url}/v1beta/models/{MODEL}:streamGenerateContent", json={
         "contents": [{"parts": [{"text": "Tell me a story"}]}],
         "generationConfig": {"temperature": 0.9, "topK": 1, "maxOutputTokens": 1024}})
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream; charset=utf-8"
     events = sse_events(r)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -169,7 +169,7 @@ def test_ollama_generate_stream(srv):
     url, _ = srv
     r = requests.post(f"{url}/api/generate", json={
         "model": FILE, "prompt": "Tell me a joke.", "stream": True, "options": {"num_predict": 100}})
-    assert r.headers["content-type"].startswith("application/x-ndjson")
+    assert r.headers["content-type"] == "application/x-ndjson; charset=utf-8"
     lines = [json.loads(x) for x in r.text.splitlines() if x]
     assert lines[0] == {"model": FILE, "created_at": lines[0]["created_at"], "response": "The",
                         "done": False}

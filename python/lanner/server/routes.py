@@ -19,8 +19,8 @@ from .context import ServerContext
 from .errors import RETRY_AFTER_S, ApiError, is_google_client
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
+SSE = "text/event-stream; charset=utf-8"  # SSE is UTF-8; say so for clients that default text/* to latin-1
+NDJSON = "application/x-ndjson; charset=utf-8"
 
 
 def read_json(req: falcon.Request, ctx: ServerContext):
