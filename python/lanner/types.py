@@ -38,13 +38,19 @@ class ContextOverflowError(ValueError):
 
 @dataclass
 class SamplingParams:
-    """Sampling options shared by every dialect. Defaults here are the product's defaults."""
+    """Sampling options shared by the Python API, the CLI and every HTTP dialect.
 
-    temperature: float = 0.8        # 0 = greedy
-    top_k: int = 40                 # 0 = off (whole vocabulary)
-    top_p: float = 0.95             # 1.0 = off
-    min_p: float = 0.05             # 0.0 = off
-    repeat_penalty: float = 1.1     # 1.0 = off
+    The defaults here are the product's defaults, the ones the server spec's option tables give:
+    greedy decoding with every filter and penalty off, so output is reproducible unless a
+    caller asks for sampling. A typical sampling setup: temperature 0.8, top_k 40, top_p 0.95,
+    min_p 0.05, repeat_penalty 1.1.
+    """
+
+    temperature: float = 0.0        # 0 = greedy
+    top_k: int = 0                  # 0 = off (whole vocabulary)
+    top_p: float = 1.0              # 1.0 = off
+    min_p: float = 0.0              # 0.0 = off
+    repeat_penalty: float = 1.0     # 1.0 = off
     repeat_last_n: int = 64         # window in tokens for the penalties; -1 = whole context
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0

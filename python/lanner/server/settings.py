@@ -81,10 +81,6 @@ class Settings:
 
 
 def http_sampling_defaults() -> SamplingParams:
-    """Defaults of the spec's Ollama/OpenAI option tables: greedy, every filter and penalty off.
-
-    The HTTP API is deterministic unless a request asks for sampling; SamplingParams' own
-    defaults (temperature 0.8 ...) are the Python API's.
-    """
-    return SamplingParams(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                          presence_penalty=0.0, frequency_penalty=0.0, seed=None)
+    """The HTTP dialects start from SamplingParams' defaults (the spec's option tables: greedy,
+    every filter and penalty off), the same ones the Python API and the CLI use."""
+    return SamplingParams()
