@@ -55,6 +55,21 @@ ggml_tensor* Model::need(const std::string& name, std::vector<int64_t> ne) const
     return t;
 }
 
+void Model::read_base_hparams(int n_ctx_train, float rms_eps, float rope_base) {
+    auto& f = *file;
+    hp.n_embd = (int)f.get_int(key("embedding_length"));
+    hp.n_layer = (int)f.get_int(key("block_count"));
+    hp.n_head = (int)f.get_int(key("attention.head_count"));
+    hp.n_head_kv = (int)f.get_int(key("attention.head_count_kv"), hp.n_head);
+    hp.n_ff = (int)f.get_int(key("feed_forward_length"));
+    hp.n_ctx_train = (int)f.get_int(key("context_length"), n_ctx_train);
+    hp.rms_eps = (float)f.get_float(key("attention.layer_norm_rms_epsilon"), rms_eps);
+    hp.rope_base = (float)f.get_float(key("rope.freq_base"), rope_base);
+    if (f.get_str(key("rope.scaling.type"), "none") == "linear")
+        hp.rope_freq_scale = 1.0f / (float)f.get_float(key("rope.scaling.factor"), 1.0);
+    check_head_dims();
+}
+
 void Model::check_head_dims() const {
     const auto& h = hp;
     auto bad = [&](const std::string& what) { file->fail("bad hyperparameters: " + what); };

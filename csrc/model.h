@@ -82,6 +82,9 @@ struct Model {
     std::string key(const std::string& suffix) const { return arch_name + "." + suffix; }
 
     // Shared pieces of ArchDef::load.
+    // Sizes, eps, RoPE base and linear RoPE scaling from the usual <arch>.* keys (defaults for
+    // the optional ones), checked for sanity (else ModelLoadError).
+    void read_base_hparams(int n_ctx_train, float rms_eps, float rope_base);
     void check_head_dims() const;  // sane n_embd/n_layer/n_head/n_head_kv/n_ff, else ModelLoadError
     void bind_common();            // token_embd, output_norm, output (tied if absent); sizes layers
     void bind_attention(int il, LayerWeights& w);  // attn_norm, q/k/v/o

@@ -10,17 +10,7 @@ namespace lanner {
 void llama_load(Model& m) {
     auto& hp = m.hp;
     auto& f = *m.file;
-    hp.n_embd = (int)f.get_int(m.key("embedding_length"));
-    hp.n_layer = (int)f.get_int(m.key("block_count"));
-    hp.n_head = (int)f.get_int(m.key("attention.head_count"));
-    hp.n_head_kv = (int)f.get_int(m.key("attention.head_count_kv"), hp.n_head);
-    hp.n_ff = (int)f.get_int(m.key("feed_forward_length"));
-    hp.n_ctx_train = (int)f.get_int(m.key("context_length"), 4096);
-    hp.rms_eps = (float)f.get_float(m.key("attention.layer_norm_rms_epsilon"), 1e-5);
-    hp.rope_base = (float)f.get_float(m.key("rope.freq_base"), 10000.0);
-    if (f.get_str(m.key("rope.scaling.type"), "none") == "linear")
-        hp.rope_freq_scale = 1.0f / (float)f.get_float(m.key("rope.scaling.factor"), 1.0);
-    m.check_head_dims();
+    m.read_base_hparams(/*n_ctx_train=*/4096, /*rms_eps=*/1e-5f, /*rope_base=*/10000.0f);
     hp.n_embd_head_k = (int)f.get_int(m.key("attention.key_length"), hp.n_embd / hp.n_head);
     hp.n_embd_head_v = (int)f.get_int(m.key("attention.value_length"), hp.n_embd / hp.n_head);
     hp.n_rot = (int)f.get_int(m.key("rope.dimension_count"), hp.n_embd_head_k);
