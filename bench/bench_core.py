@@ -8,6 +8,7 @@ different prompt so no prefix cache helps. Both go through their public Python g
 with greedy sampling: lanner `LLM.generate(ids, stream=True, temperature=0, ignore_eos=True)`,
 llama.cpp `Llama.generate(ids, temp=0)`. prefill tok/s = prompt tokens / time to the first token;
 decode tok/s = (gen - 1) / time from the first to the last token. Prints medians and ratios.
+lanner runs with flash attention (its default); --softmax-attention adds a lanner-softmax run.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import time
 
 WORKER = r"""
 import json, sys, time
-engine, path, threads, n_prompt, n_gen, run = sys.argv[1:7]
+engine, path, threads, n_prompt, n_gen, run, fa = sys.argv[1:8]
 threads, n_prompt, n_gen, run = int(threads), int(n_prompt), int(n_gen), int(run)
 prompt = [100 + (run * 7919 + i * 104729) % 20000 for i in range(n_prompt)]  # distinct per run
 stamps = []
 if engine == "lanner":
     import lanner
-    llm = lanner.LLM(path, n_ctx=1024, n_threads=threads, n_parallel=1)
+    llm = lanner.LLM(path, n_ctx=1024, n_threads=threads, n_parallel=1, flash_attn=fa == "1")
     t0 = time.perf_counter()
     for ch in llm.generate(prompt, max_tokens=n_gen, temperature=0, ignore_eos=True, stream=True):
         if ch.token_ids:
@@ -54,8 +55,10 @@ def model_paths(names: list[str]) -> dict[str, str]:
 
 
 def one_run(engine: str, path: str, args, run: int) -> dict:
+    fa = "0" if engine == "lanner-softmax" else "1"
+    engine = "lanner" if engine.startswith("lanner") else engine
     out = subprocess.run([sys.executable, "-c", WORKER, engine, path, str(args.threads), str(args.prompt),
-                          str(args.gen), str(run)], capture_output=True, text=True, check=True)
+                          str(args.gen), str(run), fa], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -66,13 +69,15 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--models", default="smollm2,gemma3")
+    ap.add_argument("--softmax-attention", action="store_true",
+                    help="also run lanner with flash_attn=False (softmax(KQ)V over a transposed V cache)")
     args = ap.parse_args()
+    engines = ["lanner"] + (["lanner-softmax"] if args.softmax_attention else [])
     try:
         import llama_cpp  # noqa: F401
-        engines = ["lanner", "llama.cpp"]
+        engines.append("llama.cpp")
     except ImportError:
         print("llama-cpp-python not installed (pip install '.[bench]'): lanner only")
-        engines = ["lanner"]
     print(f"threads={args.threads} prompt={args.prompt} gen={args.gen} runs={args.runs} "
           f"date={time.strftime('%Y-%m-%d')}")
     for name, path in model_paths(args.models.split(",")).items():
@@ -82,9 +87,10 @@ def main() -> None:
                 res[e].append(one_run(e, path, args, run))
         med = {e: {k: statistics.median(r[k] for r in res[e]) for k in ("prefill", "decode")} for e in engines}
         for k in ("prefill", "decode"):
-            line = f"{name:8s} {k:8s} " + "  ".join(f"{e} {med[e][k]:8.1f} tok/s" for e in engines)
-            if len(engines) == 2:
-                line += f"  ratio lanner/llama.cpp {med['lanner'][k] / med['llama.cpp'][k]:.2f}"
+            line = f"{name:8s} {k:8s} " + "  ".join(f"{e} {med[e][k]:7.1f}" for e in engines) + " tok/s"
+            if "llama.cpp" in med:
+                line += "  ratio " + " ".join(f"{e}/llama.cpp {med[e][k] / med['llama.cpp'][k]:.2f}"
+                                              for e in engines if e != "llama.cpp")
             print(line, flush=True)
 
 
