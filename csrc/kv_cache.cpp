@@ -8,7 +8,7 @@ namespace lanner {
 
 KvCache::KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx_, int n_seq_max_, ggml_type type_k,
                  ggml_type type_v, bool v_trans_)
-    : n_ctx(n_ctx_), n_seq_max(n_seq_max_), v_trans(v_trans_), cells(n_ctx_) {
+    : n_ctx(n_ctx_), n_seq_max(n_seq_max_), cells(n_ctx_), v_trans(v_trans_) {
     const auto& hp = m.hp;
     ggml_init_params ip{ggml_tensor_overhead() * (size_t)(2 * hp.n_layer + 1), nullptr, true};
     ctx_ = ggml_init(ip);
