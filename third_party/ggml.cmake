@@ -30,7 +30,12 @@ else()
       endif()
     endif()
   endif()
-  find_package(ggml CONFIG REQUIRED)
+  find_package(ggml CONFIG)
+  if(NOT ggml_FOUND)
+    message(FATAL_ERROR "lanner: ggml not found. Install the pinned package into the Python that builds "
+                        "lanner (pip install libggml-python==0.20.2.post1) and pass -DPython_EXECUTABLE=<that python>, "
+                        "or give -Dggml_DIR=<dir with ggml-config.cmake>, or -DLANNER_GGML_SOURCE_DIR=<ggml checkout>.")
+  endif()
   set(LANNER_GGML_VENDORED OFF)
   message(STATUS "lanner: ggml ${ggml_VERSION} from ${ggml_DIR}")
 endif()
