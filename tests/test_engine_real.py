@@ -123,23 +123,35 @@ def collect(stream):
     return [e.token_id for e in evs], "".join(e.text for e in evs) + fin.text, fin, evs
 
 
+CONCURRENT_PROMPTS = PROMPTS + [
+    "def add(a, b):\n    return",
+    "The three primary colors are",
+    "Water freezes at a temperature of",
+    "My favourite book is",
+    "In 1969, the first humans landed on",
+]
+
+
 def test_real_concurrent_equals_one_at_a_time(model_and_text):
+    # 8 requests at once (8 parallel sequences, prompts chunked across steps) vs one at a time
     model, text = model_and_text
-    prompts = [text[1](p) for p in PROMPTS]
-    eng, _ = make(model, text)
+    prompts = [text[1](p) for p in CONCURRENT_PROMPTS]
+    assert len(prompts) == 8
+    eng, _ = make(model, text, n_parallel=1)
     try:
-        solo = [collect(eng.submit(greedy(p, 6))) for p in prompts]
+        solo = [collect(eng.submit(greedy(p, 8))) for p in prompts]
     finally:
         eng.close()
-    eng, ctx = make(model, text)
+    eng, ctx = make(model, text, n_parallel=8)
     try:
-        streams = [eng.submit(greedy(p, 6)) for p in prompts]
+        streams = [eng.submit(greedy(p, 8)) for p in prompts]
         both = [collect(s) for s in streams]
     finally:
         eng.close()
     for (t1, x1, _, _), (t2, x2, _, _) in zip(solo, both):
         assert t1 == t2 and x1 == x2
     assert max(ctx.decode_calls) <= 32
+    assert max(ctx.decode_calls) > 8  # steps really mixed several sequences
 
 
 def test_real_second_turn_computes_only_new_tokens(model_and_text):
