@@ -24,8 +24,6 @@ def test_run_prompt_prints_completion(which, smollm2_file, gemma3_file):
     assert len(p.stdout.strip()) > 0
     m = re.search(r"\[(\d+) prompt tokens \((\d+) cached\), (\d+) generated", p.stderr)
     assert m and int(m.group(3)) >= 1, p.stderr
-    if which == "smollm2":  # the instruct model answers the question
-        assert "Paris" in p.stdout
 
 
 def test_run_default_model_raw_greedy_is_deterministic():
