@@ -35,8 +35,10 @@ def tiny_llama_tensors(seed: int = 0) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in t.items()}
 
 
-def write_tiny_llama(path, arch: str = "llama", skip_tensors=(), tensor_overrides=None, **kv) -> str:
-    """Write a tiny llama GGUF to `path`. kv: '<arch>.<key>' style suffixes, e.g. block_count=2."""
+def write_tiny_llama(path, arch: str = "llama", skip_tensors=(), tensor_overrides=None,
+                     weight_type: str = "F32", **kv) -> str:
+    """Write a tiny llama GGUF to `path`. kv: '<arch>.<key>' style suffixes, e.g. block_count=2.
+    weight_type: a GGMLQuantizationType name the 2-D weights are stored in (quantized by `gguf`)."""
     meta = {
         "context_length": 128,
         "embedding_length": N_EMBD,
@@ -68,8 +70,13 @@ def write_tiny_llama(path, arch: str = "llama", skip_tensors=(), tensor_override
     w.add_token_merges([])
     tensors = tiny_llama_tensors()
     tensors.update(tensor_overrides or {})
+    qtype = gguf.GGMLQuantizationType[weight_type]
     for name, arr in tensors.items():
-        if name not in skip_tensors:
+        if name in skip_tensors:
+            continue
+        if arr.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
+        else:
             w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
