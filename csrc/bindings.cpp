@@ -1,6 +1,10 @@
 // pybind11 module lanner._core: a thin layer over Model and Context.
 // Converts types (numpy in, numpy views out), maps errors to Python exceptions, and releases
 // the GIL around every long native call (model load, decode). No logic lives here.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -106,17 +110,30 @@ static ggml_type kv_type(const std::string& s, const char* what) {
     throw std::invalid_argument(std::string(what) + " must be one of f16, f32, q8_0; got '" + s + "'");
 }
 
+// ggml's own log: warnings and errors to stderr; its info/debug chatter (e.g. one line per
+// repacked tensor) only with LANNER_GGML_LOG=debug.
+static void ggml_log_filter(enum ggml_log_level level, const char* text, void*) {
+    static const bool verbose = [] {
+        const char* v = std::getenv("LANNER_GGML_LOG");
+        return v && std::string(v) == "debug";
+    }();
+    static enum ggml_log_level last = GGML_LOG_LEVEL_NONE;  // CONT continues the previous level
+    if (level != GGML_LOG_LEVEL_CONT) last = level;
+    if (verbose || last == GGML_LOG_LEVEL_WARN || last == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
 PYBIND11_MODULE(_core, mod) {
+    ggml_log_set(ggml_log_filter, nullptr);
     mod.doc() = "lanner native core: GGUF models on ggml, multi-sequence KV cache, batched decode";
     py::register_exception<ModelLoadError>(mod, "ModelLoadError", PyExc_ValueError);
     py::register_exception<KvCacheFullError>(mod, "KvCacheFullError", PyExc_RuntimeError);
 
     py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
-        .def(py::init([](const std::string& path) {
+        .def(py::init([](const std::string& path, bool repack) {
                  py::gil_scoped_release release;
-                 return std::make_shared<Model>(path);
+                 return std::make_shared<Model>(path, repack);
              }),
-             py::arg("path"))
+             py::arg("path"), py::arg("repack") = false)
         .def_property_readonly("path", [](const Model& m) { return m.file->path; })
         .def_property_readonly("arch", [](const Model& m) { return m.arch_name; })
         .def_property_readonly("n_vocab", [](const Model& m) { return m.hp.n_vocab; })
@@ -126,7 +143,9 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("n_head", [](const Model& m) { return m.hp.n_head; })
         .def_property_readonly("n_head_kv", [](const Model& m) { return m.hp.n_head_kv; })
         .def_property_readonly("n_params", [](const Model& m) { return m.n_params; })
-        .def_property_readonly("size_bytes", [](const Model& m) { return (uint64_t)ggml_backend_buffer_get_size(m.weights_buf); })
+        .def_property_readonly("size_bytes", [](const Model& m) { return m.weights_bytes; })
+        .def_property_readonly("n_repacked", [](const Model& m) { return m.n_repacked; },
+                               "weights stored in a CPU repacking buffer type for faster matmuls")
         .def_property_readonly("device", [](const Model& m) { return std::string(ggml_backend_dev_name(m.device)); })
         .def_property_readonly("metadata", &metadata, "every GGUF key: scalars, str, list[str], numpy arrays");
 

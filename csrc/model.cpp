@@ -1,6 +1,7 @@
 // Model: open GGUF -> arch table -> hparams + weights -> device buffer.
 #include "model.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -8,6 +9,8 @@
 
 #include "arch.h"
 #include "error.h"
+#include "ggml-alloc.h"
+#include "ggml-cpu.h"
 
 namespace lanner {
 
@@ -17,7 +20,7 @@ static std::string shape_str(const ggml_tensor* t) {
     return s + "]";
 }
 
-Model::Model(const std::string& path) : file(std::make_unique<GgufFile>(path)) {
+Model::Model(const std::string& path, bool repack_) : file(std::make_unique<GgufFile>(path)), repack(repack_) {
     arch_name = file->get_str("general.architecture");
     arch = arch_find(arch_name);
     if (!arch)
@@ -30,7 +33,7 @@ Model::Model(const std::string& path) : file(std::make_unique<GgufFile>(path)) {
 }
 
 Model::~Model() {
-    if (weights_buf) ggml_backend_buffer_free(weights_buf);
+    for (auto* b : weights_bufs) ggml_backend_buffer_free(b);
 }
 
 ggml_tensor* Model::opt(const std::string& name, std::vector<int64_t> ne) const {
@@ -128,28 +131,86 @@ void Model::choose_device() {
     if (!device) throw ModelLoadError("ggml has no CPU backend registered");
 }
 
-void Model::load_weights() {
-    ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device);
-    weights_buf = ggml_backend_alloc_ctx_tensors_from_buft(file->meta, buft);
-    if (!weights_buf) file->fail("could not allocate the weight buffer on " + std::string(ggml_backend_dev_name(device)));
-    ggml_backend_buffer_set_usage(weights_buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+// Weights used only as the left operand of a matmul: candidates for a repacking buffer type.
+// (token_embd is read by get_rows, which repacked layouts do not support.)
+std::vector<ggml_tensor*> Model::matmul_only_weights() const {
+    std::vector<ggml_tensor*> out;
+    for (const auto& w : layers)
+        for (ggml_tensor* t : {w.wq, w.wk, w.wv, w.wo, w.ffn_gate, w.ffn_up, w.ffn_down})
+            if (t) out.push_back(t);
+    if (output && output != tok_embd) out.push_back(output);
+    return out;
+}
 
+// The CPU backend offers "extra" buffer types that store some quant types interleaved for
+// faster matmul kernels (CPU_REPACK: Q4_0, Q4_K, IQ4_NL, ... in this ggml). Ask the device
+// whether a matmul with `w` in that buffer type is supported; the first that is wins.
+ggml_backend_buffer_type_t Model::repack_buft_for(ggml_tensor* w) const {
+    if (!repack || ggml_backend_dev_type(device) != GGML_BACKEND_DEVICE_TYPE_CPU) return nullptr;
+    auto get_extra = (ggml_backend_dev_get_extra_bufts_t)ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(device), "ggml_backend_dev_get_extra_bufts");
+    if (!get_extra) return nullptr;
+    for (ggml_backend_buffer_type_t* b = get_extra(device); b && *b; ++b) {
+        ggml_init_params ip{ggml_tensor_overhead() * 4, nullptr, true};
+        ggml_context* c = ggml_init(ip);
+        ggml_tensor* wc = ggml_dup_tensor(c, w);
+        ggml_backend_buffer_t probe = ggml_backend_buft_alloc_buffer(*b, 0);
+        wc->buffer = probe;
+        ggml_tensor* op = ggml_mul_mat(c, wc, ggml_new_tensor_2d(c, GGML_TYPE_F32, w->ne[0], 16));
+        const bool ok = probe && ggml_backend_dev_supports_op(device, op);
+        if (probe) ggml_backend_buffer_free(probe);
+        ggml_free(c);
+        if (ok) return *b;
+    }
+    return nullptr;
+}
+
+void Model::load_weights() {
+    // 1. choose a buffer type per tensor
+    ggml_backend_buffer_type_t dev_buft = ggml_backend_dev_buffer_type(device);
+    std::vector<std::pair<ggml_backend_buffer_type_t, std::vector<ggml_tensor*>>> groups{{dev_buft, {}}};
+    std::vector<ggml_tensor*> mm = matmul_only_weights();
+    for (ggml_tensor* t = ggml_get_first_tensor(file->meta); t; t = ggml_get_next_tensor(file->meta, t)) {
+        ggml_backend_buffer_type_t b = std::find(mm.begin(), mm.end(), t) != mm.end() ? repack_buft_for(t) : nullptr;
+        if (!b) b = dev_buft;
+        auto g = std::find_if(groups.begin(), groups.end(), [&](auto& e) { return e.first == b; });
+        if (g == groups.end()) g = groups.insert(groups.end(), {b, {}});
+        g->second.push_back(t);
+        if (b != dev_buft) ++n_repacked;
+    }
+    // 2. one buffer per type, tensors placed in order
+    for (auto& [b, tensors] : groups) {
+        if (tensors.empty()) continue;
+        const size_t align = ggml_backend_buft_get_alignment(b);
+        size_t size = 0;
+        for (ggml_tensor* t : tensors) size += GGML_PAD(ggml_backend_buft_get_alloc_size(b, t), align);
+        ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(b, size);
+        if (!buf) file->fail("could not allocate " + std::to_string(size) + " bytes of weights on " + ggml_backend_buft_name(b));
+        weights_bufs.push_back(buf);
+        weights_bytes += size;
+        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        ggml_tallocr talloc = ggml_tallocr_new(buf);
+        for (ggml_tensor* t : tensors)
+            if (ggml_tallocr_alloc(&talloc, t) != GGML_STATUS_SUCCESS) file->fail(std::string("could not place tensor '") + t->name + "'");
+    }
+    // 3. read the data: straight into host memory, else through set_tensor (which repacks)
     int fd = ::open(file->path.c_str(), O_RDONLY);
     if (fd < 0) file->fail("cannot reopen for reading");
-    const bool host = ggml_backend_buffer_is_host(weights_buf);
     std::vector<uint8_t> staging;
     for (ggml_tensor* t = ggml_get_first_tensor(file->meta); t; t = ggml_get_next_tensor(file->meta, t)) {
         const size_t nbytes = ggml_nbytes(t);
-        uint64_t off = file->tensor_file_offset(t->name);
+        const uint64_t off = file->tensor_file_offset(t->name);
+        const bool direct = ggml_backend_buffer_is_host(t->buffer) &&
+                            ggml_backend_buffer_get_type(t->buffer) == dev_buft;
         uint8_t* dst = (uint8_t*)t->data;
-        if (!host) { staging.resize(nbytes); dst = staging.data(); }
+        if (!direct) { staging.resize(nbytes); dst = staging.data(); }
         size_t done = 0;
         while (done < nbytes) {
             ssize_t r = ::pread(fd, dst + done, nbytes - done, (off_t)(off + done));
             if (r <= 0) { ::close(fd); file->fail(std::string("short read of tensor '") + t->name + "'"); }
             done += (size_t)r;
         }
-        if (!host) ggml_backend_tensor_set(t, staging.data(), 0, nbytes);
+        if (!direct) ggml_backend_tensor_set(t, staging.data(), 0, nbytes);
     }
     ::close(fd);
 }

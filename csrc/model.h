@@ -67,10 +67,16 @@ struct Model {
     std::vector<LayerWeights> layers;
 
     ggml_backend_dev_t device = nullptr;  // where weights live and graphs run
-    ggml_backend_buffer_t weights_buf = nullptr;
+    std::vector<ggml_backend_buffer_t> weights_bufs;  // one per buffer type used
+    uint64_t weights_bytes = 0;
+    bool repack = false;
+    int n_repacked = 0;  // weights held in a CPU repacking buffer type
     uint64_t n_params = 0;
 
-    explicit Model(const std::string& path);  // throws ModelLoadError
+    // repack: put weights the CPU backend can repack (Q4_0, Q4_K, ... in this ggml) in its
+    // repacking buffer type: faster matmuls, but their batched kernels round differently from
+    // the one-row ones, so a sequence's logits then depend on what shares its batch.
+    explicit Model(const std::string& path, bool repack = false);  // throws ModelLoadError
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -93,6 +99,8 @@ struct Model {
   private:
     void choose_device();
     void load_weights();
+    std::vector<ggml_tensor*> matmul_only_weights() const;
+    ggml_backend_buffer_type_t repack_buft_for(ggml_tensor* w) const;  // null: keep in the device buffer
 };
 
 }  // namespace lanner

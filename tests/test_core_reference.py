@@ -85,3 +85,19 @@ def test_logits_match_reference(pair, prompt, flash_attn):
     assert cos.min() > 0.98, f"min cosine {cos.min():.6f} at position {int(cos.argmin())}"
     bad = np.nonzero(clear & ~same)[0].tolist()
     assert not bad, f"argmax differs at positions {bad} where the reference is clear"
+
+
+def test_repacked_weights_match_reference():
+    """Model(repack=True) moves Gemma's Q4_K matrices into ggml's CPU repacking layout."""
+    from lanner.default_model import gemma3_path
+
+    path = str(gemma3_path())
+    model = core.Model(path, repack=True)
+    assert model.n_repacked > 0
+    tok = Tokenizer.from_metadata(model.metadata)
+    for prompt in PROMPTS[:2]:
+        ids = tok.encode(prompt)
+        got = _decode(model, ids, flash_attn=True)
+        want = _reference(ReferenceModel(path), tuple(ids))
+        cos = _cosine(got, want)
+        assert cos.mean() > 0.998 and cos.min() > 0.98, cos

@@ -77,17 +77,19 @@ class LLM:
     flash_attn: True (default) keeps every sequence's logits independent of batching and cache
     placement; False uses softmax(KQ)V, ~15% faster decode on the CPU for small models, whose
     rounding depends on where a sequence's cells lie.
+    repack: store Q4_0/Q4_K/... weights in ggml's CPU repacking layout: faster prompt processing,
+    but batched rows then round differently from single rows (logits depend on batch neighbours).
     """
 
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
                  max_queue: int = 64, type_k: str = "f16", type_v: str = "f16",
-                 flash_attn: bool = True):
+                 flash_attn: bool = True, repack: bool = False):
         from . import _core
 
         t0 = time.perf_counter_ns()
         self.model_path = str(model_path or default_model_path())
-        self.model = _core.Model(self.model_path)
+        self.model = _core.Model(self.model_path, repack=repack)
         self.gguf_metadata: dict[str, Any] = self.model.metadata
         self.tokenizer = Tokenizer.from_metadata(self.gguf_metadata)
         self.chat_template = ChatTemplate.from_metadata(self.gguf_metadata, self.tokenizer)
