@@ -4,6 +4,9 @@ Owns: parsing a GGUF file, dequantizing every weight once to float32 with `gguf.
 per process and path), and one full causal pass `ReferenceModel.forward(tokens)` ->
 (n_tokens, n_vocab) from position 0, for the architectures `llama` and `gemma3` (others raise).
 Must not: use a peer engine, a KV cache or batching; it favours plain, checkable math over speed.
+Two modes: float32 math (the default, the truth), and `emulate_ggml=True`, the same graph with
+ggml's CPU arithmetic reproduced bit for bit (ggml_numerics.py), against which the core's logits
+agree to the last matmul's summation order (tests/test_core_reference_ggml.py).
 Each convention below was checked against llama-cpp-python by check_against_llama_cpp.py, which
 also flips them one at a time (ablations) to show the chosen one is the one that matches.
 
@@ -29,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
+
+from . import ggml_numerics as gn
 
 SUPPORTED_ARCHS = ("llama", "gemma3")
 
@@ -84,7 +89,7 @@ class Hparams:
 # load
 
 
-_CACHE: dict[str, tuple[Hparams, dict[str, np.ndarray]]] = {}
+_CACHE: dict[str, tuple[Hparams, dict[str, np.ndarray], dict[str, "QuantInfo"]]] = {}
 
 # GGUF metadata value types -> struct format (8 = string, 9 = array are handled apart).
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
@@ -176,6 +181,19 @@ def _load_weights(tensors) -> dict[str, np.ndarray]:
         w = dequantize(raw, GGMLQuantizationType(qtype))  # (n_rows, ne[0])
         out[name] = np.ascontiguousarray(w, dtype=np.float32).reshape(tuple(reversed(ne)))
     return out
+
+
+@dataclass(frozen=True)
+class QuantInfo:
+    """How a weight is stored, for the ggml emulation: its GGML type and its raw GGUF rows
+    (n_rows, row_bytes) uint8 (a read-only memmap view)."""
+
+    qtype: GGMLQuantizationType
+    raw: np.ndarray
+
+
+def _quant_info(tensors) -> dict[str, QuantInfo]:
+    return {name: QuantInfo(GGMLQuantizationType(qtype), raw) for name, _ne, qtype, raw in tensors}
 
 
 def _check_tensor_names(arch: str, n_layer: int, weights: dict[str, np.ndarray]) -> None:
@@ -270,9 +288,7 @@ def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
     )
 
 
-def load(gguf_path: str | Path) -> tuple[Hparams, dict[str, np.ndarray]]:
-    """(hparams, float32 weights) of a GGUF file, dequantized once per process and path.
-    The arrays are shared between ReferenceModel instances: never modify them in place."""
+def _load_cached(gguf_path: str | Path):
     key = str(Path(gguf_path).resolve())
     if key not in _CACHE:
         fields, tensors = _read_gguf(key)
@@ -282,8 +298,15 @@ def load(gguf_path: str | Path) -> tuple[Hparams, dict[str, np.ndarray]]:
         weights = _load_weights(tensors)
         hp = _hparams(fields, weights)
         _check_tensor_names(hp.arch, hp.n_layer, weights)
-        _CACHE[key] = (hp, weights)
+        _CACHE[key] = (hp, weights, _quant_info(tensors))
     return _CACHE[key]
+
+
+def load(gguf_path: str | Path) -> tuple[Hparams, dict[str, np.ndarray]]:
+    """(hparams, float32 weights) of a GGUF file, dequantized once per process and path.
+    The arrays are shared between ReferenceModel instances: never modify them in place."""
+    hp, weights, _ = _load_cached(gguf_path)
+    return hp, weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,15 +389,42 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, mask: np.n
 # ---------------------------------------------------------------------------------------------
 # forward
 
+# ggml emulation: integer weights decoded from the raw blocks, per (path, tensor name)
+_DECODED: dict[tuple[str, str], dict] = {}
+
 
 class ReferenceModel:
-    """Float32 numpy forward pass over a GGUF model's dequantized weights."""
+    """Float32 numpy forward pass over a GGUF model's dequantized weights.
 
-    def __init__(self, gguf_path: str | Path):
+    emulate_ggml=False (default): plain float32 math, the truth the core is measured against.
+    emulate_ggml=True: the same graph computed the way ggml's CPU backend computes it, bit for
+    bit up to the vocabulary projection (ggml_numerics.py): 8-bit activations and SIMD
+    summation order in every quantized matmul, f16 KV cache and attention accumulator, f16 GELU
+    table, float32 RoPE angles, libm calls. Then the core's logits differ from this reference
+    only by the summation order of the last matmul (~1e-5), and any graph difference shows.
+    flash_attn picks which of the core's attention paths is emulated; first_kv_cell is the KV
+    cell holding position 0 (the softmax(KQ)V path's summation order follows the cell index;
+    flash attention only needs the cells in position order).
+    """
+
+    def __init__(self, gguf_path: str | Path, emulate_ggml: bool = False, flash_attn: bool = True,
+                 first_kv_cell: int = 0):
         self.path = str(gguf_path)
-        self.hparams, self.weights = load(gguf_path)
+        self.hparams, self.weights, self.quant = _load_cached(gguf_path)
         # Tied output: with no output.weight the token embedding (n_vocab, n_embd) is reused.
-        self.output = self.weights.get("output.weight", self.weights["token_embd.weight"])
+        self.output_name = "output.weight" if "output.weight" in self.weights else "token_embd.weight"
+        self.output = self.weights[self.output_name]
+        self.emulate_ggml = bool(emulate_ggml)
+        self.flash_attn = bool(flash_attn)
+        self.first_kv_cell = int(first_kv_cell)
+        if self.emulate_ggml:
+            matrices = [n for n, w in self.weights.items()
+                        if w.ndim == 2 and n != "token_embd.weight"] + [self.output_name]
+            uncovered = sorted({self.quant[n].qtype.name for n in matrices
+                                if self.quant[n].qtype not in gn.SUPPORTED_WEIGHT_TYPES})
+            if uncovered:
+                raise NotImplementedError(f"ggml emulation: weight types {uncovered} are not "
+                                          f"covered ({[t.name for t in gn.SUPPORTED_WEIGHT_TYPES]})")
 
     @property
     def n_vocab(self) -> int:
@@ -389,12 +439,17 @@ class ReferenceModel:
         if tok.min() < 0 or tok.max() >= hp.n_vocab:
             raise ValueError(f"token id out of range [0, {hp.n_vocab})")
         pos = np.arange(tok.size)  # (n_tokens,)
+        # get_rows of a quantized embedding is plain dequantization in ggml too
         x = self.weights["token_embd.weight"][tok] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
         layer = self._layer_llama if hp.arch == "llama" else self._layer_gemma3
         for il in range(hp.n_layer):
             x = layer(il, x, pos)
-        x = rms_norm(x, self.weights["output_norm.weight"], hp.rms_eps)
-        logits = x @ self.output.T  # (n_tokens, n_vocab)
+        x = self._norm(x, self.weights["output_norm.weight"])
+        if self.emulate_ggml:  # same rounding, BLAS order: its result feeds nothing else
+            info = self.quant[self.output_name]
+            logits = gn.matmul_fast(x, self.output, info.raw, info.qtype)
+        else:
+            logits = x @ self.output.T  # (n_tokens, n_vocab)
         if hp.final_softcap > 0:
             c = np.float32(hp.final_softcap)
             logits = c * np.tanh(logits / c)
@@ -403,32 +458,72 @@ class ReferenceModel:
     def _w(self, il: int, name: str) -> np.ndarray:
         return self.weights[f"blk.{il}.{name}.weight"]
 
+    # The places where the two modes differ.
+
+    def _mm(self, x: np.ndarray, il: int, name: str) -> np.ndarray:
+        """x (n, n_in) times the layer weight `name` (n_out, n_in) -> (n, n_out)."""
+        key = f"blk.{il}.{name}.weight"
+        if not self.emulate_ggml:
+            return x @ self.weights[key].T
+        info = self.quant[key]
+        ck = (self.path, key)
+        if ck not in _DECODED:
+            _DECODED[ck] = gn.decode_weight(info.raw, info.qtype)
+        return gn.matmul_exact(x, _DECODED[ck], info.qtype)
+
+    def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.emulate_ggml:
+            return gn.rms_norm(x, w, self.hparams.rms_eps)
+        return rms_norm(x, w, self.hparams.rms_eps)
+
+    def _rope(self, x: np.ndarray, pos: np.ndarray, base: float, pscale: float) -> np.ndarray:
+        hp = self.hparams
+        if self.emulate_ggml:  # positions are 0..n-1
+            return gn.apply_rope(x, len(pos), hp.n_rot, base, pscale, hp.rope_neox)
+        return apply_rope(x, pos, hp.n_rot, base, pscale, hp.rope_neox)
+
+    def _attend(self, q, k, v, mask) -> np.ndarray:
+        hp = self.hparams
+        if not self.emulate_ggml:
+            return attend(q, k, v, hp.attn_scale, mask, hp.attn_softcap)
+        if self.flash_attn:
+            return gn.attend_flash(q, k, v, hp.attn_scale, mask, hp.attn_softcap)
+        if hp.attn_softcap > 0:
+            raise NotImplementedError("the core's softmax(KQ)V path has no softcapping")
+        cells = self.first_kv_cell + np.arange(q.shape[0])
+        return gn.attend_softmax(q, k, v, hp.attn_scale, mask, cells)
+
+    def _glu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        if self.hparams.arch == "llama":
+            return gn.swiglu(gate, up) if self.emulate_ggml else silu(gate) * up
+        # GeGLU: gelu_tanh(gate) * up; HF `hidden_activation: gelu_pytorch_tanh`
+        return gn.geglu(gate, up) if self.emulate_ggml else gelu_tanh(gate) * up
+
     def _self_attention(self, il: int, h: np.ndarray, pos: np.ndarray, qk_norm: bool) -> np.ndarray:
         """h (n_tokens, n_embd), already normed -> attention output (n_tokens, n_embd)."""
         hp = self.hparams
         n = h.shape[0]
-        q = (h @ self._w(il, "attn_q").T).reshape(n, hp.n_head, hp.head_dim_k)
-        k = (h @ self._w(il, "attn_k").T).reshape(n, hp.n_head_kv, hp.head_dim_k)
-        v = (h @ self._w(il, "attn_v").T).reshape(n, hp.n_head_kv, hp.head_dim_v)
+        q = self._mm(h, il, "attn_q").reshape(n, hp.n_head, hp.head_dim_k)
+        k = self._mm(h, il, "attn_k").reshape(n, hp.n_head_kv, hp.head_dim_k)
+        v = self._mm(h, il, "attn_v").reshape(n, hp.n_head_kv, hp.head_dim_v)
         if qk_norm:  # Gemma 3: RMSNorm of each head over head_dim, before RoPE
-            q = rms_norm(q, self._w(il, "attn_q_norm"), hp.rms_eps)
-            k = rms_norm(k, self._w(il, "attn_k_norm"), hp.rms_eps)
+            q = self._norm(q, self._w(il, "attn_q_norm"))
+            k = self._norm(k, self._w(il, "attn_k_norm"))
         swa = hp.layer_swa[il]
         base = hp.rope_base_swa if swa else hp.rope_base
         pscale = hp.rope_pos_scale_swa if swa else hp.rope_pos_scale
-        q = apply_rope(q, pos, hp.n_rot, base, pscale, hp.rope_neox)
-        k = apply_rope(k, pos, hp.n_rot, base, pscale, hp.rope_neox)
+        q = self._rope(q, pos, base, pscale)
+        k = self._rope(k, pos, base, pscale)
         mask = causal_mask(n, hp.sliding_window if swa else 0)  # (n_tokens, n_tokens)
-        o = attend(q, k, v, hp.attn_scale, mask, hp.attn_softcap)  # (n_tokens, n_head*hd_v)
-        return o @ self._w(il, "attn_output").T
+        o = self._attend(q, k, v, mask)  # (n_tokens, n_head*hd_v)
+        return self._mm(o, il, "attn_output")
 
     def _layer_llama(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Pre-norm block: x += attn(norm(x)); x += down(silu(gate(h)) * up(h)), h = norm(x)."""
-        eps = self.hparams.rms_eps
-        x = x + self._self_attention(il, rms_norm(x, self._w(il, "attn_norm"), eps), pos, False)
-        h = rms_norm(x, self._w(il, "ffn_norm"), eps)
-        g = silu(h @ self._w(il, "ffn_gate").T) * (h @ self._w(il, "ffn_up").T)  # (n_tokens, n_ff)
-        return x + g @ self._w(il, "ffn_down").T
+        x = x + self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, False)
+        h = self._norm(x, self._w(il, "ffn_norm"))
+        g = self._glu(self._mm(h, il, "ffn_gate"), self._mm(h, il, "ffn_up"))  # (n_tokens, n_ff)
+        return x + self._mm(g, il, "ffn_down")
 
     def _layer_gemma3(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Sandwich block: x += post_norm(attn(norm(x))); x += post_norm(geglu(norm(x))).
@@ -437,11 +532,9 @@ class ReferenceModel:
         weight is used as is. Verified: stored - 1 is bf16-exact for all 55,936 norm values
         (stored itself for 74.6%), and adding 1 again drops the cosine to llama.cpp to 0.04.
         """
-        eps = self.hparams.rms_eps
-        a = self._self_attention(il, rms_norm(x, self._w(il, "attn_norm"), eps), pos, True)
-        x = x + rms_norm(a, self._w(il, "post_attention_norm"), eps)
-        h = rms_norm(x, self._w(il, "ffn_norm"), eps)
-        # GeGLU: gelu_tanh(gate) * up, (n_tokens, n_ff); HF `hidden_activation: gelu_pytorch_tanh`
-        g = gelu_tanh(h @ self._w(il, "ffn_gate").T) * (h @ self._w(il, "ffn_up").T)
-        f = g @ self._w(il, "ffn_down").T
-        return x + rms_norm(f, self._w(il, "post_ffw_norm"), eps)
+        a = self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, True)
+        x = x + self._norm(a, self._w(il, "post_attention_norm"))
+        h = self._norm(x, self._w(il, "ffn_norm"))
+        g = self._glu(self._mm(h, il, "ffn_gate"), self._mm(h, il, "ffn_up"))  # (n_tokens, n_ff)
+        f = self._mm(g, il, "ffn_down")
+        return x + self._norm(f, self._w(il, "post_ffw_norm"))
