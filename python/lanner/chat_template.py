@@ -13,7 +13,6 @@ import json
 from datetime import datetime
 from typing import Any, Optional, Sequence
 
-import jinja2
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.ext import Extension

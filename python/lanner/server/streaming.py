@@ -102,23 +102,27 @@ class Collected:
     finish: Optional[FinishEvent] = None
 
 
-def collect(events: TrackedEvents, on_abort: Optional[Callable[[], None]] = None) -> Collected:
-    """Drain a stream for a non-streaming response; abort it if draining is interrupted."""
+def gather(events: Iterable) -> Collected:
+    """Every event of a stream into one Collected (text = all deltas incl. held-back text)."""
     out = Collected()
     parts: list[str] = []
+    for ev in events:
+        parts.append(ev.text)
+        if isinstance(ev, FinishEvent):
+            out.finish = ev
+        else:
+            out.tokens.append(ev)
+    out.text = "".join(parts)
+    return out
+
+
+def collect(events: TrackedEvents, on_abort: Optional[Callable[[], None]] = None) -> Collected:
+    """Drain a stream for a non-streaming response; abort it if draining is interrupted."""
     try:
-        for ev in events:
-            if isinstance(ev, FinishEvent):
-                parts.append(ev.text)
-                out.finish = ev
-            else:
-                parts.append(ev.text)
-                out.tokens.append(ev)
+        return gather(events)
     finally:
         if events.abort_if_unfinished() and on_abort is not None:
             on_abort()
-    out.text = "".join(parts)
-    return out
 
 
 def iter_text(events: Iterable) -> Iterator[tuple[Optional[TokenEvent], str, Optional[FinishEvent]]]:

@@ -21,7 +21,7 @@ from ..common import (Call, TextRouter, add_system_instruction, chat_tokens, che
                       split_thinking, split_tool_calls)
 from ..errors import ApiError, bad_request
 from ..settings import http_sampling_defaults
-from ..streaming import Collected, ndjson
+from ..streaming import Collected, gather, ndjson
 
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -302,15 +302,7 @@ def stream(call: Call, events) -> Iterator[bytes]:
 
 
 def _stream_buffered(call: Call, events) -> Iterator[bytes]:
-    out = Collected()
-    parts = []
-    for ev in events:
-        parts.append(ev.text)
-        if isinstance(ev, FinishEvent):
-            out.finish = ev
-        else:
-            out.tokens.append(ev)
-    out.text = "".join(parts)
+    out = gather(events)
     try:
         final = render(call, out)
     except ApiError as e:

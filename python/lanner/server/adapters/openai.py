@@ -20,7 +20,7 @@ from ..common import (Call, TextRouter, add_system_instruction, chat_tokens, che
                       seed_or_none, split_thinking, split_tool_calls)
 from ..errors import ApiError, bad_request
 from ..settings import http_sampling_defaults
-from ..streaming import SSE_DONE, Collected, sse
+from ..streaming import SSE_DONE, Collected, gather, sse
 
 FINGERPRINT = f"lanner-{__version__}"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -330,15 +330,7 @@ def stream_chat(call: Call, events) -> Iterator[bytes]:
 
 
 def _stream_buffered_chat(call: Call, events, chunk) -> Iterator[bytes]:
-    out = Collected()
-    parts = []
-    for ev in events:
-        parts.append(ev.text)
-        if isinstance(ev, FinishEvent):
-            out.finish = ev
-        else:
-            out.tokens.append(ev)
-    out.text = "".join(parts)
+    out = gather(events)
     try:
         body = render_chat(call, out)
     except ApiError as e:
