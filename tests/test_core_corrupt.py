@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lanner._core as core
-from tiny_gguf import N_EMBD, tiny_llama_tensors, write_tiny_llama
+from tiny_gguf import N_EMBD, write_tiny_llama
 
 # ---- a minimal GGUF walker: where each field lives (byte offsets) ----------------------------
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 
 from lanner.engine import Engine
-from lanner.types import FinishEvent, FinishReason, GenerateRequest, SamplingParams, TokenEvent
+from lanner.types import FinishReason, GenerateRequest, SamplingParams, TokenEvent
 
 core = pytest.importorskip("lanner._core")
 pytestmark = pytest.mark.slow
