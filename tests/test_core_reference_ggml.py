@@ -42,15 +42,10 @@ import lanner._core as core
 from lanner.tokenizer import Tokenizer
 from reference import ggml_numerics as gn
 from reference.numpy_forward import ReferenceModel, causal_mask
+from test_core_reference import PROMPTS, _decode  # the same prompts and layouts as the float32 test
 
 GGML_PIN = "0.20.2.post1"  # libggml-python, see third_party/README.md
 
-PROMPTS = [  # as tests/test_core_reference.py
-    "The capital of France is Paris, and the capital of Germany is",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
-    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
-    "Water boils at 100 degrees Celsius. At the top of a high mountain it boils at a lower",
-]
 
 
 def _pinned_ggml() -> None:
@@ -181,21 +176,6 @@ def pair(request):
     if model.device != "CPU":
         pytest.skip(f"the emulation follows ggml's CPU backend; the model is on {model.device}")
     return request.param, path, model, Tokenizer.from_metadata(model.metadata)
-
-
-def _decode(model, ids: list[int], flash_attn: bool) -> np.ndarray:
-    """All logits of one prompt. The softmax(KQ)V variant puts the prompt after 3 cells held by
-    another sequence and splits it across two decode calls (as tests/test_core_reference.py)."""
-    i32 = lambda x: np.asarray(x, np.int32)  # noqa: E731
-    n = len(ids)
-    ctx = core.Context(model, n_ctx=128, n_batch=128, n_seq_max=2, n_threads=2, flash_attn=flash_attn)
-    if flash_attn:
-        return ctx.decode(i32(ids), i32(range(n)), i32([0] * n), np.ones(n, np.uint8)).copy()
-    ctx.decode(i32([11, 12, 13]), i32([0, 1, 2]), i32([1] * 3), np.zeros(3, np.uint8))
-    h = n // 2
-    first = ctx.decode(i32(ids[:h]), i32(range(h)), i32([0] * h), np.ones(h, np.uint8)).copy()
-    rest = ctx.decode(i32(ids[h:]), i32(range(h, n)), i32([0] * (n - h)), np.ones(n - h, np.uint8))
-    return np.concatenate([first, rest])
 
 
 @pytest.mark.parametrize("flash_attn", [True, False], ids=["flash", "softmax"])
