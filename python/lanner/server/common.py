@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..types import GenerateRequest, SamplingParams, ValidationError
+from ..types import FinishEvent, FinishReason, GenerateRequest, SamplingParams, ValidationError
 from .errors import ApiError, bad_request
 
 _MISSING = object()
@@ -431,3 +431,23 @@ def check_json_output(text: str, schema: Optional[dict]) -> str:
         raise ApiError(422, "the model's output is not a JSON object", param="response_format",
                        code="invalid_model_output")
     return s
+
+
+def engine_error(ev: FinishEvent) -> ApiError:
+    """The 500 for a generation the engine ended with FinishReason.ERROR."""
+    return ApiError(500, f"generation failed: {ev.error or 'engine error'}", code="engine_error")
+
+
+def final_text(call: Call, text: str, finish: FinishEvent) -> tuple[str, str, list[dict]]:
+    """(thinking, reply text, tool calls) of a finished generation, as the request asked for them:
+    `<think>` split off when call.think, tool calls when call.tools, JSON checked in JSON mode.
+    Raises ApiError (500 engine failure, 422 output not matching the requested JSON)."""
+    if finish.reason is FinishReason.ERROR:
+        raise engine_error(finish)
+    thinking, text = split_thinking(text) if call.think else ("", text)
+    calls: list[dict] = []
+    if call.tools:
+        text, calls = split_tool_calls(text)
+    if call.options.get("json"):
+        text = check_json_output(text, call.options.get("schema"))
+    return thinking, text, calls

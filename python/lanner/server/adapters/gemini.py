@@ -15,7 +15,7 @@ import re
 from typing import Iterator, Optional
 
 from ...types import FinishEvent, FinishReason, GenerateRequest, SamplingParams
-from ..common import (Call, add_system_instruction, chat_tokens, check_json_output,
+from ..common import (Call, engine_error, final_text, add_system_instruction, chat_tokens,
                       json_instruction, make_sampling, opt_bool, opt_int, opt_number, opt_stop,
                       opt_str, require_object, resolve_max_tokens)
 from ..errors import ApiError, bad_request
@@ -178,9 +178,6 @@ def _usage(ev: FinishEvent) -> dict:
     return out
 
 
-def engine_error(ev: FinishEvent) -> ApiError:
-    return ApiError(500, f"generation failed: {ev.error or 'engine error'}")
-
 
 def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
     cand = {"content": {"parts": [{"text": text}], "role": "model"}}
@@ -192,11 +189,7 @@ def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
 
 def render(call: Call, out: Collected) -> dict:
     ev = out.finish
-    if ev.reason is FinishReason.ERROR:
-        raise engine_error(ev)
-    text = out.text
-    if call.options.get("json"):
-        text = check_json_output(text, call.options.get("schema"))
+    _, text, _ = final_text(call, out.text, ev)
     return {"candidates": [_candidate(text, ev)], "promptFeedback": {"safetyRatings": []},
             "usageMetadata": _usage(ev), "modelVersion": call.model}
 

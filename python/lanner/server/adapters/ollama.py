@@ -15,10 +15,10 @@ from typing import Iterator, Optional
 
 from ... import __version__
 from ...types import FinishEvent, FinishReason, GenerateRequest, TokenEvent
-from ..common import (Call, TextRouter, add_system_instruction, chat_tokens, check_json_output,
-                      json_instruction, make_sampling, message_text, opt_bool, opt_dict, opt_int,
-                      opt_list, opt_number, opt_stop, opt_str, require_object, seed_or_none,
-                      split_thinking, split_tool_calls)
+from ..common import (Call, engine_error, final_text, TextRouter, add_system_instruction,
+                      chat_tokens, json_instruction, make_sampling, message_text, opt_bool,
+                      opt_dict, opt_int, opt_list, opt_number, opt_stop, opt_str, require_object,
+                      seed_or_none)
 from ..errors import ApiError, bad_request
 from ..settings import http_sampling_defaults
 from ..streaming import Collected, gather, ndjson
@@ -208,9 +208,6 @@ def _tool_calls(calls: list[dict]) -> list[dict]:
             for i, c in enumerate(calls)]
 
 
-def engine_error(ev: FinishEvent) -> ApiError:
-    return ApiError(500, f"generation failed: {ev.error or 'engine error'}")
-
 
 def render_load(model: str, kind: str) -> dict:
     """The reply to a generate/chat request without a prompt: the model is (already) loaded."""
@@ -224,14 +221,7 @@ def render_load(model: str, kind: str) -> dict:
 
 def render(call: Call, out: Collected) -> dict:
     ev = out.finish
-    if ev.reason is FinishReason.ERROR:
-        raise engine_error(ev)
-    thinking, text = split_thinking(out.text) if call.think else ("", out.text)
-    calls: list[dict] = []
-    if call.tools:
-        text, calls = split_tool_calls(text)
-    if call.options.get("json"):
-        text = check_json_output(text, call.options.get("schema"))
+    thinking, text, calls = final_text(call, out.text, ev)
     body = {"model": call.model, "created_at": now_rfc3339()}
     if call.options["kind"] == "chat":
         msg = {"role": "assistant", "content": text}

@@ -14,10 +14,10 @@ from typing import Iterator, Optional
 
 from ... import __version__
 from ...types import FinishEvent, FinishReason, GenerateRequest, TokenEvent
-from ..common import (Call, TextRouter, add_system_instruction, chat_tokens, check_json_output,
-                      json_instruction, make_sampling, message_text, opt_bool, opt_dict, opt_int,
-                      opt_list, opt_number, opt_stop, opt_str, require_object, resolve_max_tokens,
-                      seed_or_none, split_thinking, split_tool_calls)
+from ..common import (Call, engine_error, final_text, TextRouter, add_system_instruction,
+                      chat_tokens, json_instruction, make_sampling, message_text, opt_bool,
+                      opt_dict, opt_int, opt_list, opt_number, opt_stop, opt_str, require_object,
+                      resolve_max_tokens, seed_or_none)
 from ..errors import ApiError, bad_request
 from ..settings import http_sampling_defaults
 from ..streaming import SSE_DONE, Collected, gather, sse
@@ -256,22 +256,12 @@ def _tool_calls(calls: list[dict]) -> list[dict]:
             for c in calls]
 
 
-def engine_error(ev: FinishEvent) -> ApiError:
-    return ApiError(500, f"generation failed: {ev.error or 'engine error'}", code="engine_error")
-
 
 # ---- render: chat ----
 
 def render_chat(call: Call, out: Collected) -> dict:
     ev = out.finish
-    if ev.reason is FinishReason.ERROR:
-        raise engine_error(ev)
-    thinking, text = split_thinking(out.text) if call.think else ("", out.text)
-    calls: list[dict] = []
-    if call.tools:
-        text, calls = split_tool_calls(text)
-    if call.options.get("json"):
-        text = check_json_output(text, call.options.get("schema"))
+    thinking, text, calls = final_text(call, out.text, ev)
     message = {"role": "assistant", "content": text if (text or not calls) else None}
     if thinking:
         message["reasoning_content"] = thinking
