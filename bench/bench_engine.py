@@ -82,16 +82,16 @@ def run_lanner(args, prompts_by_n, history, follow) -> dict:
     from lanner import _core
     from lanner.default_model import smollm2_path
     from lanner.engine import Engine
-    from lanner.tokenizer import Tokenizer
+    from lanner.text.tokenizer import Tokenizer
     from lanner.types import GenerateRequest, SamplingParams, TokenEvent
 
     try:
-        from lanner.sampling import Sampler
-        sampler_name = "lanner.sampling.Sampler"
+        from lanner.engine.sampling import Sampler
+        sampler_name = "lanner.engine.sampling.Sampler"
     except ImportError:  # the sampler has not landed: greedy argmax stand-in
         sys.path.insert(0, str(ROOT / "tests"))
         from fake_core import FakeSampler as Sampler
-        sampler_name = "argmax stand-in (lanner.sampling missing)"
+        sampler_name = "argmax stand-in (lanner.engine.sampling missing)"
 
     model = _core.Model(str(smollm2_path()))
     tok = Tokenizer.from_metadata(model.metadata)
@@ -270,7 +270,7 @@ def main() -> None:
         args.requests, args.max_tokens, args.repeat = 1, 24, 1
 
     from lanner.default_model import smollm2_path
-    from lanner.tokenizer import Tokenizer
+    from lanner.text.tokenizer import Tokenizer
     sys.path.insert(0, str(ROOT / "tests"))
     from gguf_metadata import read_metadata
 

@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-from lanner.sampling import Sampler  # noqa: E402
+from lanner.engine.sampling import Sampler  # noqa: E402
 from lanner.types import SamplingParams  # noqa: E402
 
 PROMPT = "The capital of France is Paris. The capital of Italy is"

@@ -18,7 +18,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests")]
 from data.tokenizer_corpus import CORPUS  # noqa: E402
 from gguf_metadata import read_metadata  # noqa: E402
 from lanner.default_model import gemma3_path, smollm2_path  # noqa: E402
-from lanner.tokenizer import Tokenizer  # noqa: E402
+from lanner.text.tokenizer import Tokenizer  # noqa: E402
 
 N_BYTES = 100_000
 

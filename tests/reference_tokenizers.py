@@ -40,7 +40,7 @@ def metadata(name: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def lanner_tokenizer(name: str):
-    from lanner.tokenizer import Tokenizer
+    from lanner.text.tokenizer import Tokenizer
 
     return Tokenizer.from_metadata(_metadata(name))
 

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from lanner.chat_template import CHATML_TEMPLATE, GEMMA_TEMPLATE, ChatTemplate, ChatTemplateError
+from lanner.text.chat_template import CHATML_TEMPLATE, GEMMA_TEMPLATE, ChatTemplate, ChatTemplateError
 from reference_tokenizers import hf_tokenizer, lanner_tokenizer, metadata
 
 CONVERSATIONS = [

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import lanner._core as core
-from lanner.tokenizer import Tokenizer
+from lanner.text.tokenizer import Tokenizer
 from reference.numpy_forward import ReferenceModel
 
 PROMPTS = [

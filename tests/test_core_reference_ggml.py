@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 import lanner._core as core
-from lanner.tokenizer import Tokenizer
+from lanner.text.tokenizer import Tokenizer
 from reference import ggml_numerics as gn
 from reference.numpy_forward import ReferenceModel, causal_mask
 from test_core_reference import PROMPTS, _decode  # the same prompts and layouts as the float32 test

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from data.tokenizer_corpus import CORPUS
-from lanner.detokenizer import Detokenizer
+from lanner.text.detokenizer import Detokenizer
 from reference_tokenizers import lanner_tokenizer
 
 

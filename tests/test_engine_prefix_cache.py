@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from fake_core import FakeContext, FakeModel
-from lanner.prefix_cache import PrefixCache, common_prefix_len
-from lanner.scheduler import build_step
+from lanner.engine.prefix_cache import PrefixCache, common_prefix_len
+from lanner.engine.scheduler import build_step
 
 
 def fill(ctx, entry, tokens):

@@ -76,15 +76,15 @@ def model_and_text(request):
 
 def text_pipeline(model):
     """(tokenizer, encode, sampler_factory, detokenizer_factory): the real ones where they exist."""
-    from lanner.tokenizer import Tokenizer
+    from lanner.text.tokenizer import Tokenizer
 
     tok = Tokenizer.from_metadata(model.metadata)
     try:
-        from lanner.sampling import Sampler
+        from lanner.engine.sampling import Sampler
     except ImportError:  # not landed yet: greedy stand-in
         from fake_core import FakeSampler as Sampler
     try:
-        from lanner.detokenizer import Detokenizer
+        from lanner.text.detokenizer import Detokenizer
     except ImportError:
         from fake_core import FakeDetokenizer as Detokenizer
     return tok, tok.encode, Sampler, lambda t, stop: Detokenizer(t, stop=stop)

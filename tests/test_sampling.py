@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lanner.sampling import Sampler
+from lanner.engine.sampling import Sampler
 from lanner.types import SamplingParams, ValidationError
 
 OFF = dict(top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0)  # every filter and penalty off

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from data.tokenizer_corpus import CORPUS
-from lanner.token_type import TokenType
-from lanner.tokenizer import Tokenizer
+from lanner.text.token_type import TokenType
+from lanner.text.tokenizer import Tokenizer
 from reference_tokenizers import hf_tokenizer, lanner_tokenizer, metadata, spm_processor
 
 pytestmark = pytest.mark.slow
@@ -221,7 +221,7 @@ def test_decode_cut_utf8_is_replacement_char():
     ("qwen2", "ab 123", ["ab", "Ġ", "1", "2", "3"]),
 ])
 def test_pretokenizer_splits(pre, text, words):
-    from lanner.pretokenizer import build_pretokenizer
+    from lanner.text.pretokenizer import build_pretokenizer
 
     spec = build_pretokenizer(pre)
     assert [w for w, _ in spec.pre_tokenizer.pre_tokenize_str(text)] == words

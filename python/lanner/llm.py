@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
-from .chat_template import ChatTemplate
+from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
-from .tokenizer import Tokenizer
+from .text.tokenizer import Tokenizer
 from .types import FinishEvent, FinishReason, GenerateRequest, SamplingParams, Timings, Usage
 
 # general.file_type -> the name people know the quantization by

@@ -13,7 +13,7 @@ from typing import Any
 
 from .prefix_cache import SeqEntry
 from .request_stream import RequestStream
-from .types import GenerateRequest
+from ..types import GenerateRequest
 
 
 @dataclass(eq=False)
@@ -23,8 +23,8 @@ class Slot:
     entry: SeqEntry
     n_prompt: int       # prompt length in tokens
     n_cached: int       # prompt tokens reused from the prefix cache
-    sampler: Any        # lanner.sampling.Sampler
-    detok: Any          # lanner.detokenizer.Detokenizer
+    sampler: Any        # lanner.engine.sampling.Sampler
+    detok: Any          # lanner.text.detokenizer.Detokenizer
     t_submit: int       # ns, monotonic
     t_start: int        # ns, admitted (first scheduled)
     t_first: int = 0    # ns, first token sampled (0 = not yet)

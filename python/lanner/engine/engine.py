@@ -22,7 +22,7 @@ from .prefix_cache import PrefixCache
 from .request_stream import RequestStream
 from .scheduler import build_step
 from .slot import Slot
-from .types import (
+from ..types import (
     ContextOverflowError,
     EngineStats,
     FinishEvent,
@@ -54,7 +54,7 @@ def _default_sampler(params):
 
 
 def _default_detokenizer(tokenizer, stop):
-    from .detokenizer import Detokenizer
+    from ..text.detokenizer import Detokenizer
 
     return Detokenizer(tokenizer, stop=stop)
 
@@ -135,7 +135,7 @@ class Engine:
         max_step_ms: Optional[float] = DEFAULT_MAX_STEP_MS,
     ) -> "Engine":
         """Build the native context for `model` (a `_core.Model`) and an engine over it."""
-        from . import _core
+        from .. import _core
 
         ctx = _core.Context(model, n_ctx=n_ctx, n_batch=n_batch,
                             n_seq_max=n_seq_max or max(16, n_parallel), n_threads=n_threads or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 from typing import Callable, Iterator, Optional, Union
 
-from .types import FinishEvent, TokenEvent
+from ..types import FinishEvent, TokenEvent
 
 Event = Union[TokenEvent, FinishEvent]
 

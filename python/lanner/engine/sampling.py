@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .types import SamplingParams, ValidationError
+from ..types import SamplingParams, ValidationError
 
 _WINDOWS = (8.0, 16.0, 32.0)  # nats below the max logit tried before a full partition
 _BLOCK = 4096                 # tokens per block when drawing over the whole vocabulary
