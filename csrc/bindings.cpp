@@ -126,7 +126,22 @@ PYBIND11_MODULE(_core, mod) {
     ggml_log_set(ggml_log_filter, nullptr);
     mod.doc() = "lanner native core: GGUF models on ggml, multi-sequence KV cache, batched decode";
     py::register_exception<ModelLoadError>(mod, "ModelLoadError", PyExc_ValueError);
-    py::register_exception<KvCacheFullError>(mod, "KvCacheFullError", PyExc_RuntimeError);
+    // The decode failures are lanner.types' classes, so the engine (and its test doubles) catch
+    // one type whether the core is native or fake.
+    py::module_ types = py::module_::import("lanner.types");
+    static py::handle kv_full = py::object(types.attr("KvCacheFullError")).release();  // kept for life
+    static py::handle decode_error = py::object(types.attr("DecodeError")).release();
+    mod.attr("KvCacheFullError") = kv_full;
+    mod.attr("DecodeError") = decode_error;
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const KvCacheFullError& e) {
+            PyErr_SetString(kv_full.ptr(), e.what());
+        } catch (const DecodeError& e) {
+            PyErr_SetString(decode_error.ptr(), e.what());
+        }
+    });
 
     py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
         .def(py::init([](const std::string& path, bool repack) {

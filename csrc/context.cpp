@@ -184,7 +184,7 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
         ggml_backend_sched_reset(sched_);
         if (!ggml_backend_sched_alloc_graph(sched_, graph_.gf)) {
             drop_graph();
-            throw std::runtime_error("could not allocate the compute graph");
+            throw DecodeError("could not allocate the compute graph");
         }
         graph_shape_[0] = n_tokens, graph_shape_[1] = n_kv, graph_shape_[2] = n_outputs;
     }
@@ -209,7 +209,7 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
     ggml_status st = ggml_backend_sched_graph_compute(sched_, g.gf);
     if (st != GGML_STATUS_SUCCESS) {
         drop_graph();
-        throw std::runtime_error("graph compute failed (ggml status " + std::to_string((int)st) + ")");
+        throw DecodeError("graph compute failed (ggml status " + std::to_string((int)st) + ")");
     }
     if (n_outputs > 0)
         ggml_backend_tensor_get(g.logits, logits_.data() + (size_t)out_row0 * hp.n_vocab, 0,

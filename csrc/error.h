@@ -16,4 +16,10 @@ struct KvCacheFullError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A batch's graph could not be allocated or computed. Cells placed by earlier ubatches of the
+// same batch stay occupied: the caller removes the step's positions (seq_rm) and carries on.
+struct DecodeError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace lanner

@@ -5,7 +5,7 @@ exact Context contract (decode / seq_rm / seq_cp / seq_keep / seq_pos_max / kv_c
 and logits that are a hash of the sequence's visible (pos, token) history, so batched == solo and
 prefix reuse are checked for real. It also counts every token passed to decode, and keeps a
 simulated clock (`clock()`, ns) that each decode advances by ns_per_token per batch token.
-Must not: depend on lanner internals; it is test-only.
+Must not: depend on lanner internals (only the error types of lanner.types); it is test-only.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import threading
 import time
 
 import numpy as np
+
+from lanner.types import DecodeError, KvCacheFullError
 
 
 class FakeModel:
@@ -43,6 +45,9 @@ class FakeContext:
         self.decode_calls: list[int] = []          # tokens per decode call
         self.decode_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (tokens, pos, seq)
         self.fail_next: Exception | None = None    # raise this from the next decode
+        self.fail_seq: int | None = None           # DecodeError from any batch holding this seq,
+                                                   # after its cells were placed (as a real
+                                                   # compute failure leaves earlier ubatches')
         self.gate: threading.Semaphore | None = None  # if set, each decode takes one permit first
         self.calls_started = 0                     # decode calls entered (before the gate)
         self.ns_per_token = ns_per_token           # simulated decode cost
@@ -112,7 +117,7 @@ class FakeContext:
             raise ValueError("token id out of range")
         free = self._free_cells()
         if len(free) < n:
-            raise RuntimeError(f"KV cache full: {n} tokens, {len(free)} free cells")
+            raise KvCacheFullError(f"KV cache full: {n} tokens, {len(free)} free cells")
         if self.strict:
             nxt: dict[int, int] = {}
             for p, s in zip(pos.tolist(), seq_id.tolist()):
@@ -127,6 +132,8 @@ class FakeContext:
         self._tok[cells] = tokens
         self._holds[cells, :] = False
         self._holds[cells, seq_id] = True
+        if self.fail_seq is not None and self.fail_seq in seq_id:
+            raise DecodeError("graph compute failed (fake)")
         self.decode_calls.append(n)
         self.decode_log.append((tokens.copy(), pos.copy(), seq_id.copy()))
         rows = [self._logits(int(s), int(p)) for s, p, w in zip(seq_id, pos, want_logits) if w]

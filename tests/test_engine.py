@@ -457,6 +457,40 @@ def test_decode_failure_fails_running_requests_and_recovers(engines):
     assert collect(eng.submit(req(p, 5)))[:2] == solo(p, 5)[:2]
 
 
+def test_graph_failure_ends_only_the_failing_request(engines):
+    """A DecodeError (graph compute failed after placing cells) in a step of two requests: the
+    request whose own decode keeps failing ends with an error and its new cells are freed; the
+    other finishes exactly as alone; the engine serves the next request."""
+    rng = random.Random(19)
+    eng, ctx = engines(gated=True)
+    pa, pb = prompt(rng, 12), prompt(rng, 9)
+    a = eng.submit(req(pa, 12))
+    b = eng.submit(req(pb, 12))
+    ctx.wait_started(1)
+    ctx.step(3)  # both admitted and generating
+    seq_b = next(s.seq_id for s in eng._running if s.req.id == b.id)
+    ctx.fail_seq = seq_b
+    ctx.open_gate()
+    _, _, fb = collect(b, ok=False)
+    assert fb.reason == FinishReason.ERROR and "graph compute failed" in fb.error
+    assert collect(a)[:2] == solo(pa, 12)[:2]
+    ctx.fail_seq = None
+    assert ctx.seq_pos_max(seq_b) < len(pb)  # only the reused prefix (if any) is left of b
+    pc = prompt(rng, 10)
+    assert collect(eng.submit(req(pc, 5)))[:2] == solo(pc, 5)[:2]
+
+
+def test_graph_failure_of_a_lone_request(engines):
+    rng = random.Random(20)
+    eng, ctx = engines()
+    ctx.fail_seq = 0
+    _, _, f = collect(eng.submit(req(prompt(rng, 10), 5)), ok=False)
+    assert f.reason == FinishReason.ERROR and ctx.n_cells_used() == 0
+    ctx.fail_seq = None
+    p = prompt(rng, 10)
+    assert collect(eng.submit(req(p, 5)))[:2] == solo(p, 5)[:2]
+
+
 def test_long_running_engine_does_not_grow(engines):
     rng = random.Random(18)
     eng, ctx = engines(n_ctx=512, n_parallel=4, n_seq_max=6)

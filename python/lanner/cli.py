@@ -96,7 +96,7 @@ def _print_stream(chunks, out: TextIO, verbose: bool, err: TextIO) -> str:
 
 def run_main(args, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
-        SamplingParams(**{k: v for k, v in _sampling(args).items() if k != "stop" and v is not None}).validate()
+        SamplingParams(**{k: v for k, v in _sampling(args).items() if k != "stop" and v is not None})
     except ValidationError as e:
         err.write(f"lanner run: invalid --{e.field.replace('_', '-')}: {e}\n")
         return 2

@@ -163,7 +163,7 @@ class LLM:
         params = SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return GenerateRequest(prompt_tokens=prompt_tokens, max_tokens=int(max_tokens),
-                               sampling=params.validate(), stop=stops, ignore_eos=ignore_eos)
+                               sampling=params, stop=stops, ignore_eos=ignore_eos)
 
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256, *,
                  temperature: Optional[float] = None, top_k: Optional[int] = None,

@@ -25,6 +25,15 @@ class OverloadedError(RuntimeError):
     """The engine's wait queue is full; retry later (the server answers 503 + Retry-After)."""
 
 
+class KvCacheFullError(RuntimeError):
+    """The native core had no free KV cells for a batch; nothing was applied (retry after evicting)."""
+
+
+class DecodeError(RuntimeError):
+    """The native core failed to allocate or compute a batch's graph. Cells that earlier ubatches
+    of the same batch took stay occupied: the caller removes that step's positions."""
+
+
 class ContextOverflowError(ValueError):
     """prompt tokens + max_tokens do not fit the context window (counts are tokens)."""
 
@@ -36,14 +45,15 @@ class ContextOverflowError(ValueError):
         self.n_prompt, self.max_tokens, self.n_ctx = n_prompt, max_tokens, n_ctx
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingParams:
     """Sampling options shared by the Python API, the CLI and every HTTP dialect.
 
     The defaults here are the product's defaults, the ones the server spec's option tables give:
     greedy decoding with every filter and penalty off, so output is reproducible unless a
     caller asks for sampling. A typical sampling setup: temperature 0.8, top_k 40, top_p 0.95,
-    min_p 0.05, repeat_penalty 1.1.
+    min_p 0.05, repeat_penalty 1.1. Validated once, when built (frozen afterwards: derive variants
+    with dataclasses.replace, which validates again); the engine and sampler trust it.
     """
 
     temperature: float = 0.0        # 0 = greedy
@@ -57,6 +67,9 @@ class SamplingParams:
     seed: Optional[int] = None      # None = random
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added logit
     logprobs: Optional[int] = None  # top-N logprobs per generated token; None = off
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "SamplingParams":
         def finite(name: str, v: float) -> None:
@@ -82,8 +95,9 @@ class SamplingParams:
             raise ValidationError("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty}")
         if not -2.0 <= self.frequency_penalty <= 2.0:
             raise ValidationError("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise ValidationError("seed", f"must be an integer, got {self.seed!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or self.seed < 0):
+            raise ValidationError("seed", f"must be an integer >= 0 (or None for random), got {self.seed!r}")
         if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
             raise ValidationError("logprobs", f"must be an integer in [0, 20], got {self.logprobs!r}")
         for tok, bias in self.logit_bias.items():

@@ -24,15 +24,18 @@ from .scheduler import build_step
 from .slot import Slot
 from ..types import (
     ContextOverflowError,
+    DecodeError,
     EngineStats,
     FinishEvent,
     FinishReason,
     GenerateRequest,
+    KvCacheFullError,
     OverloadedError,
     Timings,
     TokenEvent,
     TokenLogprob,
     Usage,
+    ValidationError,
 )
 
 DEFAULT_STEP_TOKENS = 512  # tokens per decode batch (decode tokens + prompt chunk)
@@ -120,43 +123,21 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="lanner-model", daemon=True)
         self._thread.start()
 
-    @classmethod
-    def from_model(
-        cls,
-        model: Any,
-        tokenizer: Any,
-        n_ctx: int = 4096,
-        n_parallel: int = 4,
-        n_batch: int = 512,
-        max_queue: int = 64,
-        n_threads: Optional[int] = None,
-        step_token_budget: Optional[int] = None,
-        n_seq_max: Optional[int] = None,
-        max_step_ms: Optional[float] = DEFAULT_MAX_STEP_MS,
-    ) -> "Engine":
-        """Build the native context for `model` (a `_core.Model`) and an engine over it."""
-        from .. import _core
-
-        ctx = _core.Context(model, n_ctx=n_ctx, n_batch=n_batch,
-                            n_seq_max=n_seq_max or max(16, n_parallel), n_threads=n_threads or 0)
-        return cls(ctx, tokenizer, n_parallel=n_parallel, max_queue=max_queue,
-                   step_token_budget=step_token_budget or n_batch, max_step_ms=max_step_ms,
-                   n_vocab=model.n_vocab)
-
     # ------------------------------------------------------------------ any thread
     def submit(self, req: GenerateRequest) -> RequestStream:
         """Queue `req`; returns its stream at once. Raises OverloadedError (queue full),
-        ContextOverflowError (prompt + max_tokens > n_ctx), ValueError (bad request)."""
+        ContextOverflowError (prompt + max_tokens > n_ctx), ValidationError (empty prompt, ids
+        outside the vocabulary: the one check of prompt ids), ValueError (max_tokens < 0, id reuse).
+        req.sampling was validated when it was built."""
         prompt = req.prompt_tokens
         if len(prompt) == 0:
-            raise ValueError("prompt_tokens is empty")
+            raise ValidationError("prompt", "must not be empty")
         if req.max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {req.max_tokens}")
         if self._n_vocab is not None and (min(prompt) < 0 or max(prompt) >= self._n_vocab):
-            raise ValueError(f"prompt_tokens has ids outside [0, {self._n_vocab})")
+            raise ValidationError("prompt", f"token ids must be in [0, {self._n_vocab}) (the vocabulary)")
         if len(prompt) + req.max_tokens > self.n_ctx:
             raise ContextOverflowError(len(prompt), req.max_tokens, self.n_ctx)
-        req.sampling.validate()
         if req.id is None:
             req.id = uuid.uuid4().hex
         stream = RequestStream(req.id, self.abort)
@@ -311,24 +292,23 @@ class Engine:
         batch = build_step(self._running, budget, free)
         t0 = self._now()
         try:
-            out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
-        except RuntimeError:  # no room in the KV cache; nothing was applied: evict all, retry
+            out = self._decode(batch)
+        except KvCacheFullError:  # nothing was applied: evict every idle sequence and retry once
             while self._cache.evict_lru():
                 pass
             batch = build_step(self._running, budget, self.n_ctx - self._ctx.n_cells_used())
             try:
-                out = self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
+                out = self._decode(batch)
             except Exception as e:
                 self._fail_all(f"decode failed: {e}")
                 return
-        except Exception as e:  # a core failure: the cache state is unknown
+        except Exception as e:  # not the core's typed failures: a bug; the cache state is unknown
             self._fail_all(f"decode failed: {e}")
             return
+        if out is None:
+            return  # a graph failure was isolated to its requests; the others carry on next step
         t1 = self._now()
-        for slot, n in batch.commits:
-            slot.entry.n_cells += n
-        for i, slot in enumerate(batch.rows):
-            self._on_logits(slot, out[i])
+        self._commit(batch, out)
         t2 = self._now()
         p = self.profile
         p["steps"] += 1
@@ -338,6 +318,39 @@ class Engine:
         if batch.n_tokens >= 32:
             rate = (t1 - t0) / batch.n_tokens
             self._ns_per_token = rate if self._ns_per_token is None else 0.7 * self._ns_per_token + 0.3 * rate
+
+    def _decode(self, batch) -> Optional[np.ndarray]:
+        """decode() the batch: its logits rows, or None after a DecodeError (graph allocation or
+        compute failed). Then the cells it placed are removed and each slot of the batch is tried
+        alone: a slot whose own batch fails again ends with an error, the others are committed.
+        KvCacheFullError (nothing applied) goes to the caller. Any other exception is a bug."""
+        try:
+            return self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
+        except DecodeError as e:
+            first_error = e
+        slots = [s for s, _ in batch.commits]
+        for slot in slots:
+            self._cache.rollback(slot.entry)
+        if len(slots) == 1:
+            self._finish(slots[0], FinishReason.ERROR, f"decode failed: {first_error}", keep_cells=False)
+            return None
+        for slot in slots:
+            alone = build_step([slot], batch.n_tokens, self.n_ctx - self._ctx.n_cells_used())
+            try:
+                out = self._ctx.decode(alone.tokens, alone.pos, alone.seq_id, alone.want_logits)
+            except DecodeError as e:
+                self._cache.rollback(slot.entry)
+                self._finish(slot, FinishReason.ERROR, f"decode failed: {e}", keep_cells=False)
+                continue
+            self._commit(alone, out)
+        return None
+
+    def _commit(self, batch, out: np.ndarray) -> None:
+        """A decoded batch: its cells belong to their sequences; sample each logits row."""
+        for slot, n in batch.commits:
+            slot.entry.n_cells += n
+        for i, slot in enumerate(batch.rows):
+            self._on_logits(slot, out[i])
         with self._cond:
             self._stats.kv_cells_used = self._ctx.n_cells_used()
 

@@ -132,6 +132,10 @@ class PrefixCache:
         self._unpin(victim)
         return True
 
+    def rollback(self, entry: SeqEntry) -> None:
+        """Remove the cells a failed decode placed for `entry` past its committed n_cells."""
+        self._ctx.seq_rm(entry.seq_id, entry.n_cells, -1)
+
     def clear(self) -> None:
         """Forget everything (after a failed decode left the cache in an unknown state)."""
         self._ctx.kv_clear()

@@ -30,7 +30,7 @@ class Sampler:
     def __init__(self, params: SamplingParams):
         if not isinstance(params, SamplingParams):
             raise TypeError(f"Sampler needs SamplingParams, got {type(params).__name__}")
-        self.params = params.validate()
+        self.params = params  # validated when built (SamplingParams.__post_init__)
         self.rng = np.random.default_rng(params.seed)  # seed None: fresh OS entropy
         bias = params.logit_bias
         self._bias_ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))       # (n_bias,)
