@@ -9,7 +9,8 @@ import json
 import pytest
 
 from fake_backend import DEFAULT_REPLY, FakeLLM
-from lanner.server.common import TextRouter, schema_errors, split_thinking, split_tool_calls
+from lanner.server.structured import schema_errors
+from lanner.text.output_hermes import TextRouter, split_thinking, split_tool_calls
 from server_helpers import make_client
 
 MODEL = "fake-model.Q4_0"
@@ -40,6 +41,29 @@ def test_defaults_per_dialect(fx):
             (0.0, 0, 1.0, 0.0, 1.0, None)
         assert r.max_tokens == 200 and r.stop == []
     assert (ge.sampling.temperature, ge.sampling.top_k, ge.max_tokens) == (1.0, 1, 200)
+
+
+SEEDED = {  # (path, body with a seed of `s` and sampling on) per dialect
+    "openai": lambda s: ("/v1/chat/completions", {"messages": USER, "temperature": 0.7, "seed": s}),
+    "ollama": lambda s: ("/api/chat", {"messages": USER, "stream": False,
+                                       "options": {"temperature": 0.7, "seed": s}}),
+    "gemini": lambda s: (f"/v1beta/models/{MODEL}:generateContent",
+                         {"contents": "hi", "generationConfig": {"temperature": 0.7, "seed": s}}),
+}
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_seed_minus_one_means_random(fx, dialect, stream):
+    c, llm = fx
+    for seed, want in ((-1, None), (-7, None), (1234, 1234)):
+        path, body = SEEDED[dialect](seed)
+        if stream:
+            path = path.replace("generateContent", "streamGenerateContent")
+            body = {**body, "stream": True}
+        r = c.simulate_post(path, json=body)
+        assert r.status_code == 200, r.text
+        assert llm.engine.submitted[-1].sampling.seed == want
 
 
 def test_openai_fields_map(fx):

@@ -125,3 +125,72 @@ def test_disconnect_cancels_engine_request(served):
     r = requests.post(url + "/v1/chat/completions", json={
         "model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "next"}]})
     assert r.status_code == 200
+
+
+VICTIM = {  # a streamed request per dialect, and how its stream must end after an engine error
+    "openai": ("/v1/chat/completions",
+               {"model": MODEL, "stream": True, "max_tokens": 60,
+                "messages": [{"role": "user", "content": "victim"}]}),
+    "ollama": ("/api/chat", {"model": MODEL, "options": {"num_predict": 60},
+                             "messages": [{"role": "user", "content": "victim"}]}),
+    "gemini": (f"/v1beta/models/{MODEL}:streamGenerateContent",
+               {"contents": [{"parts": [{"text": "victim"}]}],
+                "generationConfig": {"maxOutputTokens": 60}}),
+}
+
+
+def _wait(cond, what: str, llm, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, what
+        llm.ctx.step(1)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini"])
+def test_graph_failure_mid_generation_ends_that_request_only(served, dialect):
+    """A graph-compute failure (fake core) in a step shared by two streams: the failing one ends
+    with its dialect's terminal error event, the other finishes normally, the next is served."""
+    url, llm, _ = served(gated=True)
+    other_body = {"model": MODEL, "stream": True, "max_tokens": 40,
+                  "messages": [{"role": "user", "content": "bystander"}]}
+    results = {}
+
+    def post(name, path, body):
+        results[name] = requests.post(url + path, json=body, timeout=60).content
+
+    threads = [threading.Thread(target=post, args=("other", "/v1/chat/completions", other_body))]
+    threads[0].start()
+    _wait(lambda: llm.engine.stats().running == 1, "first request not admitted", llm)
+    path, body = VICTIM[dialect]
+    threads.append(threading.Thread(target=post, args=("victim", path, body)))
+    threads[1].start()
+    _wait(lambda: llm.engine.stats().running == 2, "second request not admitted", llm)
+    llm.ctx.step(2)  # both are generating
+    llm.ctx.fail_seq = llm.engine._running[1].seq_id
+    llm.ctx.open_gate()
+    for t in threads:
+        t.join(30)
+    llm.ctx.fail_seq = None
+
+    victim = results["victim"].decode()
+    if dialect == "openai":
+        events = [l[6:] for l in victim.split("\n") if l.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])["error"]
+        assert err["type"] == "server_error" and "graph compute failed" in err["message"]
+    elif dialect == "ollama":
+        last = json.loads(victim.strip().split("\n")[-1])
+        assert set(last) == {"error"} and "graph compute failed" in last["error"]
+    else:
+        events = [l[6:] for l in victim.split("\n") if l.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])["error"]
+        assert err["code"] == 500 and err["status"] == "INTERNAL"
+    other = [l[6:] for l in results["other"].decode().split("\n") if l.startswith("data: ")]
+    assert other[-1] == "[DONE]"
+    finish = json.loads(other[-2])
+    assert finish["choices"][0]["finish_reason"] in ("stop", "length")
+    assert finish["usage"]["completion_tokens"] > 0
+    r = requests.post(url + "/v1/chat/completions", json={
+        "model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "next"}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("stop", "length")

@@ -13,6 +13,7 @@ import pytest
 from fake_backend import FakeLLM
 from lanner.server.app import create_app
 from lanner.server.settings import Settings
+from lanner.types import ValidationError
 from server_helpers import live_server, make_app, make_client
 
 MODEL = "fake-model.Q4_0"
@@ -116,13 +117,14 @@ def test_bad_field_400_names_field(client, dialect, patch, field):
         assert r.json["error"]["status"] == "INVALID_ARGUMENT"
 
 
-def test_engine_value_error_is_400(client):
+def test_engine_validation_error_is_400_naming_the_field(client):
     def refuse(req):
-        raise ValueError("prompt_tokens has ids outside [0, 10)")
+        raise ValidationError("prompt", "token ids must be in [0, 10) (the vocabulary)")
 
     client.app.lanner.backend.engine.submit = refuse
     r = client.simulate_post("/v1/completions", json={"prompt": [1, 2]})
-    assert r.status_code == 400 and "ids outside" in r.json["error"]["message"]
+    assert r.status_code == 400 and "vocabulary" in r.json["error"]["message"]
+    assert r.json["error"]["param"] == "prompt"
 
 
 # ---- 404 / 405 ----
@@ -367,7 +369,7 @@ def test_stream_closed_before_first_chunk_aborts():
 
     app_ctx = c.app.lanner
     call = openai.parse_chat({"messages": [{"role": "user", "content": "x"}], "stream": True},
-                             app_ctx, 50)
+                             app_ctx)
     resp = Resp()
     run_call(resp, app_ctx, call, "openai", openai.render_chat, openai.stream_chat, "text/event-stream")
     assert len(llm.engine.active) == 1

@@ -35,10 +35,9 @@ class Completion:
 
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" | "length" (| "cancelled" | "error")
+    finish_reason: str  # "stop" | "length" (an engine failure raises RuntimeError instead)
     usage: Usage
     timings: Timings
-    error: Optional[str] = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -199,8 +198,7 @@ class LLM:
             texts.append(chunk.text)
             ids += chunk.token_ids
             if chunk.finish_reason is not None:
-                return Completion("".join(texts), ids, chunk.finish_reason, chunk.usage, chunk.timings,
-                                  error=getattr(chunk, "error", None))
+                return Completion("".join(texts), ids, chunk.finish_reason, chunk.usage, chunk.timings)
         raise RuntimeError("the engine ended a stream without a finish event")
 
     def _stream(self, req: GenerateRequest) -> Iterator[CompletionChunk]:

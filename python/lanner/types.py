@@ -25,6 +25,10 @@ class OverloadedError(RuntimeError):
     """The engine's wait queue is full; retry later (the server answers 503 + Retry-After)."""
 
 
+class EngineClosedError(RuntimeError):
+    """The engine is shutting down and takes no new requests (the server answers 503)."""
+
+
 class KvCacheFullError(RuntimeError):
     """The native core had no free KV cells for a batch; nothing was applied (retry after evicting)."""
 

@@ -25,6 +25,7 @@ from .slot import Slot
 from ..types import (
     ContextOverflowError,
     DecodeError,
+    EngineClosedError,
     EngineStats,
     FinishEvent,
     FinishReason,
@@ -144,7 +145,7 @@ class Engine:
         w = _Waiting(req, stream, self._now())
         with self._cond:
             if self._closing:
-                raise RuntimeError("engine is closed")
+                raise EngineClosedError("engine is closed")
             if req.id in self._waiting_by_id or req.id in self._running_ids:
                 raise ValueError(f"request id {req.id!r} is already in use")
             if req.max_tokens == 0:  # nothing to generate: finish without touching the model

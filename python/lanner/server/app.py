@@ -14,26 +14,12 @@ from typing import Optional
 
 import falcon
 
-from . import errors
+from . import dialect
 from .context import ServerContext
-from .errors import ApiError
 from .routes import add_routes
 from .settings import Settings
 
 log = logging.getLogger("lanner.server")
-
-
-class _Limits:
-    """413 before reading a body whose declared length is over the limit."""
-
-    def __init__(self, ctx: ServerContext):
-        self.ctx = ctx
-
-    def process_request(self, req, resp):
-        limit = self.ctx.settings.max_body_bytes
-        if req.content_length is not None and req.content_length > limit:
-            raise ApiError(413, f"request body is {req.content_length} bytes; "
-                                f"the limit is {limit} bytes")
 
 
 class _Count:
@@ -69,10 +55,10 @@ def create_app(backend=None, settings: Optional[Settings] = None) -> LannerApp:
     _ensure_logging()
     settings = settings or Settings.from_env()
     ctx = ServerContext(settings, backend)
-    app = LannerApp(middleware=[_Count(ctx), _Limits(ctx)], cors_enable=True)
+    app = LannerApp(middleware=[_Count(ctx)], cors_enable=True)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     add_routes(app, ctx)
-    errors.install(app)
+    dialect.install(app)
     app.lanner = ctx
     return app

@@ -9,16 +9,14 @@ Must not: parse or render any dialect; call _core (it uses only the backend's pu
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-from ..types import ContextOverflowError, GenerateRequest, OverloadedError, ValidationError
-from .errors import RETRY_AFTER_S, ApiError
+from ..types import GenerateRequest
+from .errors import ApiError, unavailable
 from .metrics import Metrics
 from .settings import Settings
 
@@ -31,20 +29,9 @@ def load_backend(settings: Settings):
     from lanner.default_model import default_model_path
 
     path = str(settings.model or default_model_path())
-    wanted = {
-        "n_ctx": settings.ctx_size or None,
-        "n_threads": settings.threads or None,
-        "n_parallel": settings.parallel,
-        "max_queue": settings.max_queue,
-    }
-    try:
-        accepted = inspect.signature(LLM).parameters
-        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        kwargs = {k: v for k, v in wanted.items()
-                  if v is not None and (has_var_kw or k in accepted)}
-    except (TypeError, ValueError):
-        kwargs = {}
-    return LLM(path, **kwargs)
+    kwargs = {"n_ctx": settings.ctx_size or None, "n_threads": settings.threads or None,
+              "n_parallel": settings.parallel, "max_queue": settings.max_queue}
+    return LLM(path, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 class ServerContext:
@@ -104,8 +91,7 @@ class ServerContext:
             return b
         if self._load_error:
             raise ApiError(500, f"the model failed to load: {self._load_error}")
-        raise ApiError(503, "the model is still loading; retry shortly",
-                       headers={"Retry-After": str(RETRY_AFTER_S)})
+        raise unavailable("the model is still loading; retry shortly")
 
     # ---- names ----
 
@@ -117,10 +103,6 @@ class ServerContext:
         if b is not None:
             return b.model_name
         return Path(str(self.settings.model or "model")).stem
-
-    @property
-    def model_file(self) -> str:
-        return Path(self.backend.model_path).name
 
     def model_names(self) -> set[str]:
         b = self.backend
@@ -168,25 +150,16 @@ class ServerContext:
         return int(getattr(self.backend, "n_ctx", 0) or 0)
 
     def submit(self, req: GenerateRequest, dialect: str):
-        """engine.submit with metrics; raises OverloadedError / ContextOverflowError /
-        ValidationError unchanged (errors.py maps them)."""
+        """engine.submit with metrics; the engine's typed errors (OverloadedError,
+        ContextOverflowError, ValidationError, EngineClosedError) pass unchanged to
+        errors.from_exception, which gives each its status."""
         try:
             stream = self.backend.engine.submit(req)
         except Exception as e:
             self.metrics.rejected(dialect, type(e).__name__)
-            if isinstance(e, (ValidationError, ContextOverflowError, OverloadedError)):
-                raise  # errors.py gives each its status
-            if isinstance(e, ValueError):  # the engine's other checks on the request itself
-                raise ApiError(400, f"invalid request: {e}") from None
-            if isinstance(e, RuntimeError) and "closed" in str(e):
-                raise ApiError(503, "the engine is shutting down",
-                               headers={"Retry-After": str(RETRY_AFTER_S)}) from None
             raise
         self.metrics.submitted(dialect)
         return stream
 
     def stats(self):
         return self.backend.engine.stats()
-
-    def pid(self) -> int:
-        return os.getpid()

@@ -13,10 +13,13 @@ from typing import Callable
 
 import falcon
 
+from ..types import ContextOverflowError
 from .adapters import gemini, ollama, openai
-from .common import Call
 from .context import ServerContext
-from .errors import RETRY_AFTER_S, ApiError, is_google_client
+from .dialect import is_google_client
+from .errors import RETRY_AFTER_S, ApiError, from_exception
+from .reply import whole_reply
+from .request import Call
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
 SSE = "text/event-stream; charset=utf-8"  # SSE is UTF-8; say so for clients that default text/* to latin-1
@@ -24,6 +27,8 @@ NDJSON = "application/x-ndjson; charset=utf-8"
 
 
 def read_json(req: falcon.Request, ctx: ServerContext):
+    """The body as JSON: 413 over --max-body (by its declared length, or as read), 400 if empty
+    or malformed."""
     limit = ctx.settings.max_body_bytes
     if req.content_length is not None and req.content_length > limit:
         raise ApiError(413, f"request body is {req.content_length} bytes; the limit is {limit} bytes")
@@ -46,8 +51,11 @@ def send_json(resp: falcon.Response, obj, status: int = 200) -> None:
 
 def run_call(resp: falcon.Response, ctx: ServerContext, call: Call, dialect: str,
              render: Callable, stream: Callable, content_type: str) -> None:
-    """Submit one parsed call and answer with the whole result or a stream of it."""
-    rs = ctx.submit(call.request, dialect)
+    """Submit one parsed call and answer with the whole reply or a stream of it."""
+    try:
+        rs = ctx.submit(call.request, dialect)
+    except ContextOverflowError as e:
+        raise from_exception(e, call.prompt_param) from None
     events = TrackedEvents(rs, on_finish=ctx.metrics.finish)
     if call.stream:
         resp.content_type = content_type
@@ -56,29 +64,25 @@ def run_call(resp: falcon.Response, ctx: ServerContext, call: Call, dialect: str
         resp.stream = ResponseBody(events, stream(call, events), on_abort=ctx.metrics.client_abort)
         return
     out = collect(events, on_abort=ctx.metrics.client_abort)
-    send_json(resp, render(call, out))
+    send_json(resp, render(call, whole_reply(call, out)))
 
 
 class _Resource:
     def __init__(self, ctx: ServerContext):
         self.ctx = ctx
 
-    @property
-    def max_tokens(self) -> int:
-        return self.ctx.settings.max_tokens
-
 
 # ---- OpenAI ----
 
 class OpenAIChat(_Resource):
     def on_post(self, req, resp):
-        call = openai.parse_chat(read_json(req, self.ctx), self.ctx, self.max_tokens)
+        call = openai.parse_chat(read_json(req, self.ctx), self.ctx)
         run_call(resp, self.ctx, call, "openai", openai.render_chat, openai.stream_chat, SSE)
 
 
 class OpenAICompletions(_Resource):
     def on_post(self, req, resp):
-        call = openai.parse_completion(read_json(req, self.ctx), self.ctx, self.max_tokens)
+        call = openai.parse_completion(read_json(req, self.ctx), self.ctx)
         run_call(resp, self.ctx, call, "openai", openai.render_completion,
                  openai.stream_completion, SSE)
 
@@ -105,7 +109,7 @@ class OpenAIModel(_Resource):
             self.gemini.on_get(req, resp, name)
             return
         self.ctx.check_model(name)
-        send_json(resp, openai.model_entry(self.ctx))
+        send_json(resp, openai.render_model(self.ctx))
 
     def on_post(self, req, resp, name):
         if ":" not in name and not is_google_client(req):
@@ -127,7 +131,7 @@ class GeminiModel(_Resource):
         if ":" in name:
             raise falcon.HTTPMethodNotAllowed(["POST"])
         self.ctx.check_model(name)
-        send_json(resp, gemini.model_entry(self.ctx))
+        send_json(resp, gemini.render_model(self.ctx))
 
     def on_post(self, req, resp, name):
         model, _, action = name.rpartition(":")
@@ -136,34 +140,35 @@ class GeminiModel(_Resource):
                                 f"{', '.join(gemini.ACTIONS)}")
         body = read_json(req, self.ctx)
         if action == "countTokens":
-            send_json(resp, gemini.count_tokens(body, self.ctx, model))
+            send_json(resp, gemini.render_count_tokens(
+                gemini.parse_count_tokens(body, self.ctx, model)))
             return
         alt_sse = req.get_param("alt") == "sse"
         call = gemini.parse_generate(body, self.ctx, model, action == "streamGenerateContent",
-                                     alt_sse, self.max_tokens)
-        run_call(resp, self.ctx, call, "gemini", gemini.render, gemini.stream, SSE)
+                                     alt_sse)
+        run_call(resp, self.ctx, call, "gemini", gemini.render_reply, gemini.stream_reply, SSE)
 
 
 # ---- Ollama ----
 
 class OllamaGenerate(_Resource):
+    """/api/generate and /api/chat: a request without a prompt only loads the model."""
+
+    kind = "generate"
+    parse = staticmethod(ollama.parse_generate)
+
     def on_post(self, req, resp):
         body = read_json(req, self.ctx)
-        call = ollama.parse_generate(body, self.ctx, self.max_tokens)
+        call = self.parse(body, self.ctx)
         if call is None:
-            send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), "generate"))
+            send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), self.kind))
             return
-        run_call(resp, self.ctx, call, "ollama", ollama.render, ollama.stream, NDJSON)
+        run_call(resp, self.ctx, call, "ollama", ollama.render_reply, ollama.stream_reply, NDJSON)
 
 
-class OllamaChat(_Resource):
-    def on_post(self, req, resp):
-        body = read_json(req, self.ctx)
-        call = ollama.parse_chat(body, self.ctx, self.max_tokens)
-        if call is None:
-            send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), "chat"))
-            return
-        run_call(resp, self.ctx, call, "ollama", ollama.render, ollama.stream, NDJSON)
+class OllamaChat(OllamaGenerate):
+    kind = "chat"
+    parse = staticmethod(ollama.parse_chat)
 
 
 class OllamaTags(_Resource):
@@ -173,7 +178,8 @@ class OllamaTags(_Resource):
 
 class OllamaShow(_Resource):
     def on_post(self, req, resp):
-        send_json(resp, ollama.render_show(self.ctx, read_json(req, self.ctx)))
+        ollama.parse_show(read_json(req, self.ctx), self.ctx)
+        send_json(resp, ollama.render_show(self.ctx))
 
 
 class OllamaPs(_Resource):

@@ -123,12 +123,3 @@ def collect(events: TrackedEvents, on_abort: Optional[Callable[[], None]] = None
     finally:
         if events.abort_if_unfinished() and on_abort is not None:
             on_abort()
-
-
-def iter_text(events: Iterable) -> Iterator[tuple[Optional[TokenEvent], str, Optional[FinishEvent]]]:
-    """(token_event, text_delta, finish_event) triples; the finish triple carries held-back text."""
-    for ev in events:
-        if isinstance(ev, FinishEvent):
-            yield None, ev.text, ev
-        else:
-            yield ev, ev.text, None

@@ -1,26 +1,29 @@
 """Google Gemini v1beta dialect: models/{model}:generateContent, :streamGenerateContent,
 :countTokens, GET models and models/{model}.
 
-parse: request JSON (camelCase, or the snake_case the REST API also accepts) -> Call.
-render: a Collected generation -> GenerateContentResponse JSON, or events -> SSE `data:` events
-whose last carries finishReason + usageMetadata; `data: [DONE]` ends the stream unless the
-client asked for `?alt=sse` (the google-genai SDK does, and rejects a [DONE] line).
+parse_*: request JSON (camelCase, or the snake_case the REST API also accepts) -> Call.
+render_reply: a Reply -> GenerateContentResponse JSON; stream_reply: events -> SSE `data:`
+events whose last carries finishReason + usageMetadata; `data: [DONE]` ends the stream unless
+the client asked for `?alt=sse` (the google-genai SDK does, and rejects a [DONE] line).
 Errors: {"error": {"code", "message", "status"}}.
 Must not: submit to the engine or touch HTTP objects (routes.py does both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Iterator, Optional
 
 from ...types import FinishEvent, FinishReason, GenerateRequest, SamplingParams
-from ..common import (Call, engine_error, final_text, add_system_instruction, chat_tokens,
-                      json_instruction, make_sampling, opt_bool, opt_int, opt_number, opt_stop,
-                      opt_str, require_object, resolve_max_tokens)
+from .. import reply
 from ..errors import ApiError, bad_request
+from ..reply import Ending, Piece, Reply
+from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
+                       opt_number, opt_seed, opt_stop, opt_str, require_object)
 from ..settings import http_sampling_defaults
-from ..streaming import SSE_DONE, Collected, sse
+from ..streaming import SSE_DONE, sse
+from ..structured import JsonFormat
 
 ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
 
@@ -36,9 +39,7 @@ def _norm(obj) -> dict:
 
 def sampling_defaults() -> SamplingParams:
     """The spec's defaults: temperature 1.0 with topK 1 (i.e. greedy), nothing else on."""
-    d = http_sampling_defaults()
-    d.temperature, d.top_k = 1.0, 1
-    return d
+    return dataclasses.replace(http_sampling_defaults(), temperature=1.0, top_k=1)
 
 
 # ---- parse ----
@@ -92,7 +93,7 @@ def _messages(body: dict) -> list[dict]:
 
 
 def _config(body: dict):
-    """(SamplingParams, maxOutputTokens or None, stop, json mode, schema)."""
+    """(SamplingParams, maxOutputTokens or None, stop, JsonFormat or None)."""
     cfg = _norm(body.get("generationConfig") or {})
     if not isinstance(cfg, dict):
         raise bad_request("generationConfig", "must be an object")
@@ -106,7 +107,7 @@ def _config(body: dict):
         "top_k": opt_int(cfg, "topK", p("topK"), 0),
         "presence_penalty": opt_number(cfg, "presencePenalty", p("presencePenalty"), -2, 2),
         "frequency_penalty": opt_number(cfg, "frequencyPenalty", p("frequencyPenalty"), -2, 2),
-        "seed": opt_int(cfg, "seed", p("seed")),
+        "seed": opt_seed(cfg, "seed", p("seed")),
     }
     if opt_bool(cfg, "responseLogprobs", p("responseLogprobs"), default=False):
         values["logprobs"] = opt_int(cfg, "logprobs", p("logprobs"), 0, 20, default=0)
@@ -122,9 +123,11 @@ def _config(body: dict):
     schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
     if schema is not None and not isinstance(schema, dict):
         raise bad_request(p("responseSchema"), "must be an object")
-    if schema is not None:
-        schema = _lower_types(schema)
-    return sampling, max_out, stop, mime == "application/json", schema
+    fmt = None
+    if mime == "application/json":
+        fmt = JsonFormat(_lower_types(schema) if schema is not None else None,
+                         p("responseMimeType"))
+    return sampling, max_out, stop, fmt
 
 
 def _lower_types(schema):
@@ -137,29 +140,32 @@ def _lower_types(schema):
     return schema
 
 
-def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool, default_max: int) -> Call:
+def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
     body = _norm(require_object(body))
     name = ctx.check_model(model)
-    sampling, max_out, stop, json_mode, schema = _config(body)
-    messages = _messages(body)
-    if json_mode:
-        messages = add_system_instruction(messages, json_instruction(schema))
-    tokens = chat_tokens(ctx.backend, messages, None, None, param="contents")
+    sampling, max_out, stop, fmt = _config(body)
+    tokens = chat_prompt(ctx.backend, _messages(body), json=fmt, param="contents")
     session = opt_str(body, "sessionId", "sessionId")
-    req = GenerateRequest(prompt_tokens=tokens,
-                          max_tokens=resolve_max_tokens(max_out, len(tokens), ctx.n_ctx, default_max),
-                          sampling=sampling, stop=stop, session_id=session or None)
+    req = GenerateRequest(prompt_tokens=tokens, sampling=sampling, stop=stop,
+                          max_tokens=completion_budget(max_out, len(tokens), ctx.n_ctx,
+                                                       ctx.settings.max_tokens),
+                          session_id=session or None)
     return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
-                stream=stream, options={"alt_sse": alt_sse, "json": json_mode, "schema": schema})
+                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse})
 
 
-def count_tokens(body, ctx, model: str) -> dict:
+def parse_count_tokens(body, ctx, model: str) -> list[int]:
+    """The prompt tokens a generateContent request (given bare or as generateContentRequest)
+    would have."""
     body = _norm(require_object(body))
     ctx.check_model(model)
     inner = body.get("generateContentRequest")
     if isinstance(inner, dict):
         body = _norm(inner)
-    tokens = chat_tokens(ctx.backend, _messages(body), None, None, param="contents")
+    return chat_prompt(ctx.backend, _messages(body), param="contents")
+
+
+def render_count_tokens(tokens: list[int]) -> dict:
     return {"totalTokens": len(tokens)}
 
 
@@ -178,7 +184,6 @@ def _usage(ev: FinishEvent) -> dict:
     return out
 
 
-
 def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
     cand = {"content": {"parts": [{"text": text}], "role": "model"}}
     if finish is not None:
@@ -187,43 +192,38 @@ def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
     return cand
 
 
-def render(call: Call, out: Collected) -> dict:
-    ev = out.finish
-    _, text, _ = final_text(call, out.text, ev)
-    return {"candidates": [_candidate(text, ev)], "promptFeedback": {"safetyRatings": []},
-            "usageMetadata": _usage(ev), "modelVersion": call.model}
+def _response(call: Call, text: str, finish: FinishEvent) -> dict:
+    return {"candidates": [_candidate(text, finish)], "promptFeedback": {"safetyRatings": []},
+            "usageMetadata": _usage(finish), "modelVersion": call.model}
 
 
-def stream(call: Call, events) -> Iterator[bytes]:
-    if call.options.get("json"):  # validated before anything is sent
-        out = Collected()
-        parts = []
-        for ev in events:
-            parts.append(ev.text)
-            out.finish = ev if isinstance(ev, FinishEvent) else out.finish
-        out.text = "".join(parts)
-        try:
-            yield sse(render(call, out))
-        except ApiError as e:
-            yield sse(render_error(e))
-    else:
-        for ev in events:
-            if isinstance(ev, FinishEvent):
-                if ev.reason is FinishReason.ERROR:
-                    yield sse(render_error(engine_error(ev)))
-                    break
-                yield sse({"candidates": [_candidate(ev.text, ev)],
-                           "promptFeedback": {"safetyRatings": []},
-                           "usageMetadata": _usage(ev), "modelVersion": call.model})
-                break
-            if ev.text:
-                yield sse({"candidates": [_candidate(ev.text, None)],
-                           "promptFeedback": {"safetyRatings": []}})
-    if not call.options.get("alt_sse"):
-        yield SSE_DONE
+def render_reply(call: Call, r: Reply) -> dict:
+    return _response(call, r.text, r.finish)
 
 
-def model_entry(ctx) -> dict:
+class _Stream(reply.StreamRenderer):
+    def piece(self, p: Piece):
+        if p.kind == "content" and p.text:
+            yield sse({"candidates": [_candidate(p.text, None)],
+                       "promptFeedback": {"safetyRatings": []}})
+
+    def end(self, e: Ending):
+        yield sse(_response(self.call, "".join(p.text for p in e.pieces if p.kind == "content"),
+                            e.finish))
+
+    def error(self, err: ApiError):
+        yield sse(render_error(err))
+
+    def done(self):
+        if not self.call.options["alt_sse"]:
+            yield SSE_DONE
+
+
+def stream_reply(call: Call, events) -> Iterator[bytes]:
+    return reply.stream(call, events, _Stream(call))
+
+
+def render_model(ctx) -> dict:
     f = ctx.model_facts()
     n_ctx = f["n_ctx"] or f["context_length"]
     return {"name": f"models/{f['name']}", "baseModelId": f["name"], "version": "001",
@@ -235,7 +235,7 @@ def model_entry(ctx) -> dict:
 
 
 def render_models(ctx) -> dict:
-    return {"models": [model_entry(ctx)]}
+    return {"models": [render_model(ctx)]}
 
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",

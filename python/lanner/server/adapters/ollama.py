@@ -1,9 +1,9 @@
 """Ollama dialect: /api/generate, /api/chat (and the spec's /api/chat/ollama), /api/tags,
 /api/show, /api/ps, /api/version.
 
-parse: request JSON -> Call. render: a Collected generation -> one JSON object, or events ->
-NDJSON lines (`stream` defaults to true) whose last line has done=true, done_reason and the
-engine's measured durations in nanoseconds.
+parse_*: request JSON -> Call (None for a load-only request). render_reply: a Reply -> one JSON
+object; stream_reply: events -> NDJSON lines (`stream` defaults to true) whose last line has
+done=true, done_reason and the engine's measured durations in nanoseconds.
 Errors: {"error": "message"}.
 Must not: submit to the engine or touch HTTP objects (routes.py does both).
 """
@@ -14,16 +14,18 @@ from datetime import datetime, timezone
 from typing import Iterator, Optional
 
 from ... import __version__
-from ...types import FinishEvent, FinishReason, GenerateRequest, TokenEvent
-from ..common import (Call, engine_error, final_text, TextRouter, add_system_instruction,
-                      chat_tokens, json_instruction, make_sampling, message_text, opt_bool,
-                      opt_dict, opt_int, opt_list, opt_number, opt_stop, opt_str, require_object,
-                      seed_or_none)
+from ...types import FinishEvent, GenerateRequest, TokenEvent
+from .. import reply
 from ..errors import ApiError, bad_request
+from ..reply import Ending, Piece, Reply, token_text
+from ..request import (FILL_CONTEXT, Call, chat_prompt, completion_budget, make_sampling,
+                       opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed, opt_stop,
+                       opt_str, read_messages, require_object)
 from ..settings import http_sampling_defaults
-from ..streaming import Collected, gather, ndjson
+from ..streaming import ndjson
+from ..structured import JsonFormat
 
-ROLES = {"system", "user", "assistant", "tool"}
+ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
 
 
 def now_rfc3339() -> str:
@@ -33,7 +35,8 @@ def now_rfc3339() -> str:
 # ---- parse ----
 
 def _options(body: dict):
-    """(SamplingParams, num_predict or None, stop) from body.options (the spec's table)."""
+    """(SamplingParams, requested completion tokens or None, stop) from body.options (the
+    spec's table) and the logprobs fields."""
     o = opt_dict(body, "options", "options")
     p = lambda k: f"options.{k}"  # noqa: E731
     values = {
@@ -45,7 +48,7 @@ def _options(body: dict):
         "repeat_last_n": opt_int(o, "repeat_last_n", p("repeat_last_n"), -1),
         "presence_penalty": opt_number(o, "presence_penalty", p("presence_penalty"), -2, 2),
         "frequency_penalty": opt_number(o, "frequency_penalty", p("frequency_penalty"), -2, 2),
-        "seed": seed_or_none(opt_int(o, "seed", p("seed"))),
+        "seed": opt_seed(o, "seed", p("seed")),
     }
     top = opt_int(body, "top_logprobs", "top_logprobs", 0, 20)
     if opt_bool(body, "logprobs", "logprobs", default=False):
@@ -58,25 +61,18 @@ def _options(body: dict):
         raise bad_request(p("num_predict"), "must be >= 1, or -1 / -2 for 'until the context is full'")
     for k in ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep"):
         opt_int(o, k, p(k))  # accepted (the server's own settings decide), type-checked
-    return sampling, num_predict, opt_stop(o, "stop", p("stop"))
+    requested = FILL_CONTEXT if num_predict is not None and num_predict < 0 else num_predict
+    return sampling, requested, opt_stop(o, "stop", p("stop"))
 
 
-def _max_tokens(num_predict: Optional[int], n_prompt: int, n_ctx: int, default: int) -> int:
-    if num_predict is None:
-        return max(1, min(default, n_ctx - n_prompt)) if n_ctx > 0 else default
-    if num_predict < 0:  # -1 infinite, -2 fill the context: both stop when the context is full
-        return max(1, n_ctx - n_prompt)
-    return num_predict
-
-
-def _format(body: dict) -> tuple[bool, Optional[dict]]:
+def _format(body: dict) -> Optional[JsonFormat]:
     fmt = body.get("format")
     if fmt is None or fmt == "":
-        return False, None
+        return None
     if fmt == "json":
-        return True, None
+        return JsonFormat(None, "format")
     if isinstance(fmt, dict):
-        return True, fmt
+        return JsonFormat(fmt, "format")
     raise bad_request("format", f"must be \"json\" or a JSON schema object, got {fmt!r}")
 
 
@@ -102,34 +98,39 @@ def _keep_alive(body: dict) -> None:
         raise bad_request("keep_alive", "must be a duration string or a number of seconds")
 
 
-def _finish_call(body: dict, ctx, default_max: int, prompt: list[int], kind: str,
-                 think: Optional[bool], tools: list, json_mode: bool, schema, sampling,
-                 num_predict, stop, model: str) -> Call:
-    req = GenerateRequest(prompt_tokens=prompt,
-                          max_tokens=_max_tokens(num_predict, len(prompt), ctx.n_ctx, default_max),
-                          sampling=sampling, stop=stop)
-    return Call(request=req, model=model, stream=opt_bool(body, "stream", "stream", default=True),
-                think=bool(think), tools=bool(tools),
-                options={"kind": kind, "json": json_mode, "schema": schema,
-                         "logprobs": sampling.logprobs is not None})
+class _Fields:
+    """What /api/generate and /api/chat share, read once, in the order errors are reported."""
+
+    def __init__(self, body, ctx):
+        self.body = body = require_object(body)
+        self.model = ctx.check_model(opt_str(body, "model", "model"))
+        _keep_alive(body)
+        self.think = _think(body)
+        self.json = _format(body)
+        self.sampling, self.requested, self.stop = _options(body)
+        self.stream = opt_bool(body, "stream", "stream", default=True)
+
+    def call(self, ctx, prompt: list[int], kind: str, tools: bool) -> Call:
+        req = GenerateRequest(prompt_tokens=prompt, sampling=self.sampling, stop=self.stop,
+                              max_tokens=completion_budget(self.requested, len(prompt), ctx.n_ctx,
+                                                           ctx.settings.max_tokens))
+        return Call(request=req, model=self.model, stream=self.stream, think=bool(self.think),
+                    tools=tools, json=self.json, logprobs=self.sampling.logprobs is not None,
+                    prompt_param="prompt" if kind == "generate" else "messages",
+                    options={"kind": kind})
 
 
-def parse_generate(body, ctx, default_max: int) -> Optional[Call]:
+def parse_generate(body, ctx) -> Optional[Call]:
     """None when the request only asks to load the model (no prompt)."""
-    body = require_object(body)
-    model = ctx.check_model(opt_str(body, "model", "model"))
+    f = _Fields(body, ctx)
+    body = f.body
     prompt = opt_str(body, "prompt", "prompt", default="")
     system = opt_str(body, "system", "system", default="")
     opt_str(body, "template", "template")
     if opt_str(body, "suffix", "suffix"):
         raise bad_request("suffix", "suffix (fill-in-the-middle) is not supported by this model")
     _no_images(body, "images")
-    _keep_alive(body)
     raw = opt_bool(body, "raw", "raw", default=False)
-    think = _think(body)
-    json_mode, schema = _format(body)
-    sampling, num_predict, stop = _options(body)
-    opt_bool(body, "stream", "stream")
     if not prompt:
         return None
     if raw:
@@ -137,58 +138,36 @@ def parse_generate(body, ctx, default_max: int) -> Optional[Call]:
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt}]
-        if json_mode:
-            messages = add_system_instruction(messages, json_instruction(schema))
-        kwargs = {} if think is None else {"enable_thinking": think}
-        tokens = chat_tokens(ctx.backend, messages, None, kwargs, param="prompt")
-    return _finish_call(body, ctx, default_max, tokens, "generate", think, [], json_mode, schema,
-                        sampling, num_predict, stop, model)
+        tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt")
+    return f.call(ctx, tokens, "generate", tools=False)
 
 
-def parse_chat(body, ctx, default_max: int) -> Optional[Call]:
+def _message(m: dict, path: str) -> dict:
+    _no_images(m, f"{path}.images")
+    msg = {"content": opt_str(m, "content", f"{path}.content", default="")}
+    calls = opt_list(m, "tool_calls", f"{path}.tool_calls")
+    if calls:
+        msg["tool_calls"] = [{"type": "function", "function": tc.get("function", {})}
+                             for tc in calls if isinstance(tc, dict)]
+    for key in ("tool_name", "thinking"):
+        if isinstance(m.get(key), str):
+            msg[key] = m[key]
+    return msg
+
+
+def parse_chat(body, ctx) -> Optional[Call]:
     """None when the request only asks to load the model (no messages)."""
-    body = require_object(body)
-    model = ctx.check_model(opt_str(body, "model", "model"))
-    raw_messages = opt_list(body, "messages", "messages")
-    tools = opt_list(body, "tools", "tools")
-    _keep_alive(body)
-    think = _think(body)
-    json_mode, schema = _format(body)
-    sampling, num_predict, stop = _options(body)
-    opt_bool(body, "stream", "stream")
+    f = _Fields(body, ctx)
+    raw_messages = opt_list(f.body, "messages", "messages")
+    tools = opt_list(f.body, "tools", "tools")
     if not raw_messages:
         return None
-    messages = []
-    for i, m in enumerate(raw_messages):
-        path = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise bad_request(path, "must be an object")
-        if m.get("role") not in ROLES:
-            raise bad_request(f"{path}.role", f"must be one of {sorted(ROLES)}, got {m.get('role')!r}")
-        _no_images(m, f"{path}.images")
-        msg = {"role": m["role"], "content": message_text(m.get("content"), f"{path}.content")}
-        if isinstance(m.get("tool_calls"), list):
-            msg["tool_calls"] = [{"type": "function", "function": tc.get("function", {})}
-                                 for tc in m["tool_calls"] if isinstance(tc, dict)]
-        for key in ("tool_name", "thinking"):
-            if isinstance(m.get(key), str):
-                msg[key] = m[key]
-        messages.append(msg)
-    if json_mode:
-        messages = add_system_instruction(messages, json_instruction(schema))
-    kwargs = {} if think is None else {"enable_thinking": think}
-    tokens = chat_tokens(ctx.backend, messages, tools, kwargs)
-    return _finish_call(body, ctx, default_max, tokens, "chat", think, tools, json_mode, schema,
-                        sampling, num_predict, stop, model)
+    messages = read_messages(raw_messages, "messages", ROLES, _message)
+    tokens = chat_prompt(ctx.backend, messages, tools=tools, think=f.think, json=f.json)
+    return f.call(ctx, tokens, "chat", tools=bool(tools))
 
 
 # ---- render ----
-
-def _done_reason(ev: FinishEvent, tool_calls: bool = False) -> str:
-    if ev.reason is FinishReason.LENGTH:
-        return "length"
-    return "tool_calls" if tool_calls else "stop"
-
 
 def _stats(ev: FinishEvent) -> dict:
     t, u = ev.timings, ev.usage
@@ -198,8 +177,7 @@ def _stats(ev: FinishEvent) -> dict:
 
 
 def _logprob(ev: TokenEvent) -> dict:
-    text = next((t.text for t in ev.top_logprobs or () if t.token_id == ev.token_id), ev.text)
-    return {"token": text, "logprob": ev.logprob if ev.logprob is not None else 0.0,
+    return {"token": token_text(ev), "logprob": ev.logprob if ev.logprob is not None else 0.0,
             "top_logprobs": [{"token": t.text, "logprob": t.logprob} for t in ev.top_logprobs or ()]}
 
 
@@ -207,6 +185,23 @@ def _tool_calls(calls: list[dict]) -> list[dict]:
     return [{"function": {"index": i, "name": c["name"], "arguments": c["arguments"]}}
             for i, c in enumerate(calls)]
 
+
+def _body(call: Call, content: str = "", thinking: str = "",
+          tool_calls: Optional[list[dict]] = None) -> dict:
+    """The start of every reply object: model, time, and the text in the route's shape."""
+    obj = {"model": call.model, "created_at": now_rfc3339()}
+    if call.options["kind"] == "chat":
+        msg = {"role": "assistant", "content": content}
+        if thinking:
+            msg["thinking"] = thinking
+        if tool_calls:
+            msg["tool_calls"] = _tool_calls(tool_calls)
+        obj["message"] = msg
+    else:
+        obj["response"] = content
+        if thinking:
+            obj["thinking"] = thinking
+    return obj
 
 
 def render_load(model: str, kind: str) -> dict:
@@ -219,94 +214,36 @@ def render_load(model: str, kind: str) -> dict:
     return out
 
 
-def render(call: Call, out: Collected) -> dict:
-    ev = out.finish
-    thinking, text, calls = final_text(call, out.text, ev)
-    body = {"model": call.model, "created_at": now_rfc3339()}
-    if call.options["kind"] == "chat":
-        msg = {"role": "assistant", "content": text}
-        if thinking:
-            msg["thinking"] = thinking
-        if calls:
-            msg["tool_calls"] = _tool_calls(calls)
-        body["message"] = msg
-    else:
-        body["response"] = text
-        if thinking:
-            body["thinking"] = thinking
-    body.update({"done": True, "done_reason": _done_reason(ev, bool(calls)), **_stats(ev)})
-    if call.options.get("logprobs"):
-        body["logprobs"] = [_logprob(t) for t in out.tokens]
+def render_reply(call: Call, r: Reply) -> dict:
+    body = _body(call, r.text, r.thinking, r.tool_calls)
+    body.update({"done": True, "done_reason": r.reason, **_stats(r.finish)})
+    if call.logprobs:
+        body["logprobs"] = [_logprob(t) for t in r.tokens]
     return body
 
 
-def stream(call: Call, events) -> Iterator[bytes]:
-    chat = call.options["kind"] == "chat"
-    if call.options.get("json"):  # validated before anything is sent
-        yield from _stream_buffered(call, events)
-        return
+class _Stream(reply.StreamRenderer):
+    def piece(self, p: Piece):
+        obj = _body(self.call, **{p.kind: p.text})
+        obj["done"] = False
+        if p.tokens:
+            obj["logprobs"] = [_logprob(t) for t in p.tokens]
+        yield ndjson(obj)
 
-    def line(content: str = "", thinking: str = "", done: bool = False, **extra) -> bytes:
-        obj = {"model": call.model, "created_at": now_rfc3339()}
-        if chat:
-            msg = {"role": "assistant", "content": content}
-            if thinking:
-                msg["thinking"] = thinking
-            if "tool_calls" in extra:
-                msg["tool_calls"] = extra.pop("tool_calls")
-            obj["message"] = msg
-        else:
-            obj["response"] = content
-            if thinking:
-                obj["thinking"] = thinking
-        obj["done"] = done
-        obj.update(extra)
-        return ndjson(obj)
+    def end(self, e: Ending):
+        for p in e.pieces:
+            yield from self.piece(p)
+        if e.tool_calls:
+            yield ndjson({**_body(self.call, tool_calls=e.tool_calls), "done": False})
+        yield ndjson({**_body(self.call), "done": True, "done_reason": e.reason,
+                      **_stats(e.finish)})
 
-    def emit(pieces, lp=None) -> Iterator[bytes]:
-        for i, (kind, text) in enumerate(pieces):
-            extra = {"logprobs": lp} if lp and i == 0 else {}
-            if kind == "thinking":
-                yield line(thinking=text, **extra)
-            else:
-                yield line(content=text, **extra)
-
-    router = TextRouter(think=call.think, tools=call.tools)
-    for ev in events:
-        if isinstance(ev, FinishEvent):
-            if ev.reason is FinishReason.ERROR:
-                yield ndjson(render_error(engine_error(ev)))
-                return
-            pieces = router.feed(ev.text) if ev.text else []
-            more, calls = router.finish()
-            yield from emit(pieces + more)
-            if calls:
-                yield line(tool_calls=_tool_calls(calls))
-            yield line(done=True, done_reason=_done_reason(ev, bool(calls)), **_stats(ev))
-            return
-        lp = [_logprob(ev)] if call.options.get("logprobs") else None
-        pieces = router.feed(ev.text)
-        if not pieces and lp:
-            pieces = [("content", "")]
-        yield from emit(pieces, lp)
+    def error(self, err: ApiError):
+        yield ndjson(render_error(err))
 
 
-def _stream_buffered(call: Call, events) -> Iterator[bytes]:
-    out = gather(events)
-    try:
-        final = render(call, out)
-    except ApiError as e:
-        yield ndjson(render_error(e))
-        return
-    first = {"model": call.model, "created_at": final["created_at"], "done": False}
-    if "message" in final:
-        first["message"] = final["message"]
-        final["message"] = {"role": "assistant", "content": ""}
-    else:
-        first["response"] = final["response"]
-        final["response"] = ""
-    yield ndjson(first)
-    yield ndjson(final)
+def stream_reply(call: Call, events) -> Iterator[bytes]:
+    return reply.stream(call, events, _Stream(call))
 
 
 # ---- models ----
@@ -349,10 +286,13 @@ def capabilities(meta: dict) -> list[str]:
     return caps
 
 
-def render_show(ctx, body) -> dict:
+def parse_show(body, ctx) -> str:
+    """The model /api/show asks about (`model`, or the older `name`); 404 if not hosted."""
     body = require_object(body)
-    requested = opt_str(body, "model", "model") or opt_str(body, "name", "name")
-    ctx.check_model(requested)
+    return ctx.check_model(opt_str(body, "model", "model") or opt_str(body, "name", "name"))
+
+
+def render_show(ctx) -> dict:
     f = ctx.model_facts()
     m = f["metadata"]
     arch = f["architecture"]

@@ -1,7 +1,7 @@
 """OpenAI dialect: /v1/chat/completions, /v1/completions, /v1/models.
 
-parse: request JSON -> Call (GenerateRequest with templated prompt tokens).
-render: a Collected generation -> response JSON, or events -> SSE chunks ending in `data: [DONE]`.
+parse_*: request JSON -> Call (GenerateRequest with templated prompt tokens).
+render_*: a Reply -> response JSON; stream_*: events -> SSE chunks ending in `data: [DONE]`.
 Errors: {"error": {"message", "type", "param", "code"}}.
 Must not: submit to the engine or touch HTTP objects (routes.py does both).
 """
@@ -13,25 +13,34 @@ import uuid
 from typing import Iterator, Optional
 
 from ... import __version__
-from ...types import FinishEvent, FinishReason, GenerateRequest, TokenEvent
-from ..common import (Call, engine_error, final_text, TextRouter, add_system_instruction,
-                      chat_tokens, json_instruction, make_sampling, message_text, opt_bool,
-                      opt_dict, opt_int, opt_list, opt_number, opt_stop, opt_str, require_object,
-                      resolve_max_tokens, seed_or_none)
+from ...types import FinishEvent, GenerateRequest, TokenEvent
+from .. import reply
 from ..errors import ApiError, bad_request
+from ..reply import Ending, Piece, Reply, token_text
+from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_dict,
+                       opt_int, opt_list, opt_number, opt_seed, opt_stop, opt_str, read_messages,
+                       require_object)
 from ..settings import http_sampling_defaults
-from ..streaming import SSE_DONE, Collected, gather, sse
+from ..streaming import SSE_DONE, sse
+from ..structured import JsonFormat
 
 FINGERPRINT = f"lanner-{__version__}"
-ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+         "tool": "tool", "function": "tool"}
 
 
 # ---- parse ----
 
-def _sampling(body: dict, logprobs: Optional[int], n_vocab: int = 0):
-    bias_raw = opt_dict(body, "logit_bias", "logit_bias")
+def _n_vocab(ctx) -> int:
+    try:
+        return int(ctx.backend.metadata.get("n_vocab") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def _logit_bias(body: dict, n_vocab: int) -> dict[int, float]:
     bias: dict[int, float] = {}
-    for k, v in bias_raw.items():
+    for k, v in opt_dict(body, "logit_bias", "logit_bias").items():
         try:
             tok = int(k)
         except (TypeError, ValueError):
@@ -41,6 +50,10 @@ def _sampling(body: dict, logprobs: Optional[int], n_vocab: int = 0):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not -100 <= v <= 100:
             raise bad_request("logit_bias", f"values must be numbers in [-100, 100], got {v!r}")
         bias[tok] = float(v)
+    return bias
+
+
+def _sampling(body: dict, logprobs: Optional[int], n_vocab: int):
     values = {
         "temperature": opt_number(body, "temperature", "temperature", 0, 2),
         "top_p": opt_number(body, "top_p", "top_p", 0, 1),
@@ -50,62 +63,63 @@ def _sampling(body: dict, logprobs: Optional[int], n_vocab: int = 0):
         "top_k": opt_int(body, "top_k", "top_k", 0),
         "min_p": opt_number(body, "min_p", "min_p", 0, 1),
         "repeat_penalty": opt_number(body, "repeat_penalty", "repeat_penalty", 0),
-        "seed": seed_or_none(opt_int(body, "seed", "seed")),
-        "logit_bias": bias or None,
+        "seed": opt_seed(body, "seed", "seed"),
+        "logit_bias": _logit_bias(body, n_vocab) or None,
         "logprobs": logprobs,
     }
     return make_sampling(http_sampling_defaults(), values, {})
 
 
-def _n_vocab(ctx) -> int:
-    try:
-        return int(ctx.backend.metadata.get("n_vocab") or 0)
-    except (TypeError, ValueError, AttributeError):
-        return 0
+def _model(body: dict, ctx) -> str:
+    return ctx.check_model(opt_str(body, "model", "model"))
 
 
-def _common(body: dict, ctx, n_prompt_fn) -> dict:
-    """Fields shared by chat and completions: model, n, stream, max tokens, stop."""
-    model = ctx.check_model(opt_str(body, "model", "model"))
+def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dict,
+          **fields) -> Call:
+    """The Call from the fields chat and completions share: n, stream, budget, stop."""
     n = opt_int(body, "n", "n", default=1)
     if n != 1:
         raise bad_request("n", f"only n=1 is supported, got {n}")
-    stream = opt_bool(body, "stream", "stream", default=False)
     stream_options = opt_dict(body, "stream_options", "stream_options")
     include_usage = opt_bool(stream_options, "include_usage", "stream_options.include_usage",
                              default=False)
     max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", "max_tokens", 1)
-    return {"model": model, "stream": stream, "include_usage": include_usage,
-            "max_tokens": max_tokens, "stop": opt_stop(body, "stop", "stop", max_n=4)}
+    req = GenerateRequest(
+        prompt_tokens=prompt, sampling=sampling, stop=opt_stop(body, "stop", "stop", max_n=4),
+        max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx, ctx.settings.max_tokens))
+    return Call(request=req, model=model, stream=opt_bool(body, "stream", "stream", default=False),
+                options={"include_usage": include_usage, **options}, **fields)
 
 
-def _messages(body: dict) -> list[dict]:
-    raw = opt_list(body, "messages", "messages")
-    if not raw:
-        raise bad_request("messages", "must be a non-empty array of messages")
-    out = []
-    for i, m in enumerate(raw):
-        path = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise bad_request(path, "must be an object")
-        role = m.get("role")
-        if role not in ROLES:
-            raise bad_request(f"{path}.role", f"must be one of {sorted(ROLES)}, got {role!r}")
-        msg = {"role": {"developer": "system", "function": "tool"}.get(role, role),
-               "content": message_text(m.get("content"), f"{path}.content")}
-        calls = m.get("tool_calls")
-        if calls is not None:
-            if not isinstance(calls, list):
-                raise bad_request(f"{path}.tool_calls", "must be an array")
-            msg["tool_calls"] = [_template_tool_call(c, f"{path}.tool_calls[{j}]")
-                                 for j, c in enumerate(calls)]
-        for key in ("tool_call_id", "name"):
-            if isinstance(m.get(key), str):
-                msg[key] = m[key]
-        out.append(msg)
-    return out
+def _content_text(content, path: str) -> str:
+    """A message's content as text: a string, or content parts [{type: text, text}]."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad_request(path, "must be a string or an array of content parts")
+    texts = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            raise bad_request(f"{path}[{i}]", "must be an object")
+        kind = part.get("type", "text")
+        if kind in ("text", "input_text"):
+            t = part.get("text")
+            if not isinstance(t, str):
+                raise bad_request(f"{path}[{i}].text", "must be a string")
+            texts.append(t)
+        elif kind in ("image_url", "input_image", "image", "input_audio", "file"):
+            raise bad_request(f"{path}[{i}]", f"content type {kind!r} is not supported: "
+                              "this model takes text only")
+        else:
+            raise bad_request(f"{path}[{i}].type", f"unknown content part type {kind!r}")
+    return "".join(texts)
 
 
 def _template_tool_call(call, path: str) -> dict:
@@ -122,70 +136,70 @@ def _template_tool_call(call, path: str) -> dict:
     return {"id": call.get("id"), "type": "function", "function": fn}
 
 
-def _response_format(body: dict) -> tuple[bool, Optional[dict]]:
-    """(json mode on, schema or None)."""
+def _message(m: dict, path: str) -> dict:
+    msg = {"content": _content_text(m.get("content"), f"{path}.content")}
+    calls = m.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise bad_request(f"{path}.tool_calls", "must be an array")
+        msg["tool_calls"] = [_template_tool_call(c, f"{path}.tool_calls[{j}]")
+                             for j, c in enumerate(calls)]
+    for key in ("tool_call_id", "name"):
+        if isinstance(m.get(key), str):
+            msg[key] = m[key]
+    return msg
+
+
+def _response_format(body: dict) -> Optional[JsonFormat]:
     rf = opt_dict(body, "response_format", "response_format")
     kind = rf.get("type", "text")
     if kind == "text":
-        return False, None
+        return None
     if kind == "json_object":
-        return True, None
+        return JsonFormat(None, "response_format")
     if kind == "json_schema":
         js = rf.get("json_schema")
         if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
             raise bad_request("response_format.json_schema", "must be an object with a schema")
-        return True, js.get("schema") or {}
+        return JsonFormat(js.get("schema") or {}, "response_format")
     raise bad_request("response_format.type", f"must be text, json_object or json_schema, got {kind!r}")
 
 
-def parse_chat(body, ctx, default_max_tokens: int) -> Call:
+def parse_chat(body, ctx) -> Call:
     body = require_object(body)
-    c = _common(body, ctx, None)
+    model = _model(body, ctx)
     logprobs_on = opt_bool(body, "logprobs", "logprobs", default=False)
     top = opt_int(body, "top_logprobs", "top_logprobs", 0, 20)
     if top is not None and not logprobs_on:
         raise bad_request("top_logprobs", "requires logprobs to be true")
     sampling = _sampling(body, (top or 0) if logprobs_on else None, _n_vocab(ctx))
-    messages = _messages(body)
+    raw = opt_list(body, "messages", "messages")
+    if not raw:
+        raise bad_request("messages", "must be a non-empty array of messages")
+    messages = read_messages(raw, "messages", ROLES, _message)
     tools = opt_list(body, "tools", "tools")
     if opt_str(body, "tool_choice", "tool_choice") == "none":
         tools = []
-    json_mode, schema = _response_format(body)
-    if json_mode and tools:
+    fmt = _response_format(body)
+    if fmt is not None and tools:
         raise bad_request("response_format", "cannot be combined with tools")
-    if json_mode:
-        messages = add_system_instruction(messages, json_instruction(schema))
-    template_kwargs = {}
     reasoning = opt_str(body, "reasoning_effort", "reasoning_effort")
-    think = reasoning is not None and reasoning not in ("none", "minimal")
-    if reasoning is not None:
-        template_kwargs["enable_thinking"] = think
-    prompt = chat_tokens(ctx.backend, messages, tools, template_kwargs)
-    req = GenerateRequest(
-        prompt_tokens=prompt,
-        max_tokens=resolve_max_tokens(c["max_tokens"], len(prompt), ctx.n_ctx, default_max_tokens),
-        sampling=sampling, stop=c["stop"])
-    return Call(request=req, model=c["model"], stream=c["stream"], think=True, tools=bool(tools),
-                id="chatcmpl-" + uuid.uuid4().hex[:24],
-                options={"include_usage": c["include_usage"], "logprobs": logprobs_on,
-                         "json": json_mode, "schema": schema})
+    think = None if reasoning is None else reasoning not in ("none", "minimal")
+    prompt = chat_prompt(ctx.backend, messages, tools=tools, think=think, json=fmt)
+    return _call(body, ctx, model, prompt, sampling, {}, think=True, tools=bool(tools), json=fmt,
+                 logprobs=logprobs_on, id="chatcmpl-" + uuid.uuid4().hex[:24])
 
 
-def parse_completion(body, ctx, default_max_tokens: int) -> Call:
-    body = require_object(body)
-    c = _common(body, ctx, None)
-    lp = opt_int(body, "logprobs", "logprobs", 0, 5)
-    sampling = _sampling(body, lp, _n_vocab(ctx))
+def _prompt_tokens(body: dict, ctx) -> list[int]:
+    """`prompt`: a string (tokenized, special tokens parsed) or token ids (checked against the
+    vocabulary by the engine), or a batch of exactly one of those."""
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
         tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
-        n_vocab = _n_vocab(ctx)
-        if n_vocab and max(prompt) >= n_vocab:
-            raise bad_request("prompt", f"token ids must be < {n_vocab} (the vocabulary size)")
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         tokens = list(prompt)
     elif isinstance(prompt, list) and len(prompt) > 1:
         raise bad_request("prompt", "only one prompt per request is supported")
@@ -193,26 +207,27 @@ def parse_completion(body, ctx, default_max_tokens: int) -> Call:
         raise bad_request("prompt", "must be a string or an array of token ids")
     if not tokens:
         raise bad_request("prompt", "must not be empty")
+    return tokens
+
+
+def parse_completion(body, ctx) -> Call:
+    body = require_object(body)
+    model = _model(body, ctx)
+    lp = opt_int(body, "logprobs", "logprobs", 0, 5)
+    sampling = _sampling(body, lp, _n_vocab(ctx))
+    tokens = _prompt_tokens(body, ctx)
     if opt_str(body, "suffix", "suffix"):
         raise bad_request("suffix", "suffix (fill-in-the-middle) is not supported")
     echo = opt_bool(body, "echo", "echo", default=False)
-    req = GenerateRequest(
-        prompt_tokens=tokens,
-        max_tokens=resolve_max_tokens(c["max_tokens"], len(tokens), ctx.n_ctx, default_max_tokens),
-        sampling=sampling, stop=c["stop"])
-    return Call(request=req, model=c["model"], stream=c["stream"],
-                id="cmpl-" + uuid.uuid4().hex[:24],
-                options={"include_usage": c["include_usage"], "logprobs": lp is not None,
-                         "echo": prompt if echo and isinstance(prompt, str) else ""})
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    return _call(body, ctx, model, tokens, sampling,
+                 {"echo": prompt if echo and isinstance(prompt, str) else ""},
+                 logprobs=lp is not None, prompt_param="prompt", id="cmpl-" + uuid.uuid4().hex[:24])
 
 
 # ---- render: shared pieces ----
-
-def _finish_reason(ev: FinishEvent, tool_calls: bool = False) -> str:
-    if ev.reason is FinishReason.LENGTH:
-        return "length"
-    return "tool_calls" if tool_calls else "stop"
-
 
 def _usage(ev: FinishEvent) -> dict:
     u = ev.usage
@@ -222,15 +237,8 @@ def _usage(ev: FinishEvent) -> dict:
             "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _token_text(ev: TokenEvent) -> str:
-    for t in ev.top_logprobs or ():
-        if t.token_id == ev.token_id:
-            return t.text
-    return ev.text
-
-
 def _chat_logprob(ev: TokenEvent) -> dict:
-    text = _token_text(ev)
+    text = token_text(ev)
     return {"token": text, "logprob": ev.logprob if ev.logprob is not None else 0.0,
             "bytes": list(text.encode("utf-8")),
             "top_logprobs": [{"token": t.text, "logprob": t.logprob,
@@ -241,8 +249,7 @@ def _chat_logprob(ev: TokenEvent) -> dict:
 def _completion_logprobs(tokens: list[TokenEvent], offset: int) -> dict:
     out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for ev in tokens:
-        text = _token_text(ev)
-        out["tokens"].append(text)
+        out["tokens"].append(token_text(ev))
         out["token_logprobs"].append(ev.logprob)
         out["top_logprobs"].append({t.text: t.logprob for t in (ev.top_logprobs or ())})
         out["text_offset"].append(offset)
@@ -256,141 +263,116 @@ def _tool_calls(calls: list[dict]) -> list[dict]:
             for c in calls]
 
 
+def _head(call: Call, kind: str) -> dict:
+    return {"id": call.id, "object": kind, "created": call.created, "model": call.model,
+            "system_fingerprint": FINGERPRINT}
+
 
 # ---- render: chat ----
 
-def render_chat(call: Call, out: Collected) -> dict:
-    ev = out.finish
-    thinking, text, calls = final_text(call, out.text, ev)
-    message = {"role": "assistant", "content": text if (text or not calls) else None}
-    if thinking:
-        message["reasoning_content"] = thinking
-    if calls:
-        message["tool_calls"] = _tool_calls(calls)
-    logprobs = ({"content": [_chat_logprob(t) for t in out.tokens]}
-                if call.options.get("logprobs") else None)
-    return {"id": call.id, "object": "chat.completion", "created": call.created,
-            "model": call.model, "system_fingerprint": FINGERPRINT,
+def render_chat(call: Call, r: Reply) -> dict:
+    message = {"role": "assistant", "content": r.text if (r.text or not r.tool_calls) else None}
+    if r.thinking:
+        message["reasoning_content"] = r.thinking
+    if r.tool_calls:
+        message["tool_calls"] = _tool_calls(r.tool_calls)
+    logprobs = {"content": [_chat_logprob(t) for t in r.tokens]} if call.logprobs else None
+    return {**_head(call, "chat.completion"),
             "choices": [{"index": 0, "message": message, "logprobs": logprobs,
-                         "finish_reason": _finish_reason(ev, bool(calls))}],
-            "usage": _usage(ev)}
+                         "finish_reason": r.reason}],
+            "usage": _usage(r.finish)}
+
+
+class _SseStream(reply.StreamRenderer):
+    """OpenAI's SSE streams: errors as an `error` event, `data: [DONE]` last."""
+
+    def error(self, err: ApiError):
+        yield sse(render_error(err))
+
+    def done(self):
+        yield SSE_DONE
+
+
+class _ChatStream(_SseStream):
+    def _chunk(self, delta: dict, finish: Optional[str] = None, logprobs=None, **extra) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return sse({**_head(self.call, "chat.completion.chunk"), "choices": [choice], **extra})
+
+    def head(self):
+        yield self._chunk({"role": "assistant", "content": ""})
+
+    def piece(self, p: Piece):
+        lp = {"content": [_chat_logprob(t) for t in p.tokens]} if p.tokens else None
+        yield self._chunk({"reasoning_content" if p.kind == "thinking" else "content": p.text},
+                          logprobs=lp)
+
+    def end(self, e: Ending):
+        for p in e.pieces:
+            yield from self.piece(p)
+        if e.tool_calls:
+            yield self._chunk({"tool_calls": [dict(tc, index=i)
+                                              for i, tc in enumerate(_tool_calls(e.tool_calls))]})
+        yield self._chunk({}, e.reason, usage=_usage(e.finish))
+        if self.call.options["include_usage"]:
+            yield sse({**_head(self.call, "chat.completion.chunk"), "choices": [],
+                       "usage": _usage(e.finish)})
 
 
 def stream_chat(call: Call, events) -> Iterator[bytes]:
-    def chunk(delta: dict, finish: Optional[str] = None, logprobs=None, **extra) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return sse({"id": call.id, "object": "chat.completion.chunk", "created": call.created,
-                    "model": call.model, "system_fingerprint": FINGERPRINT,
-                    "choices": [choice], **extra})
-
-    if call.options.get("json"):  # structured output is validated before it is sent
-        yield from _stream_buffered_chat(call, events, chunk)
-        return
-    want_lp = call.options.get("logprobs")
-    router = TextRouter(think=call.think, tools=call.tools)
-    yield chunk({"role": "assistant", "content": ""})
-    for ev in events:
-        if isinstance(ev, FinishEvent):
-            pieces = router.feed(ev.text) if ev.text else []
-            more, calls = router.finish()
-            pieces += more
-            for kind, text in pieces:
-                yield chunk({"reasoning_content" if kind == "thinking" else "content": text})
-            if ev.reason is FinishReason.ERROR:
-                yield sse({"error": render_error(engine_error(ev))["error"]})
-                break
-            if calls:
-                yield chunk({"tool_calls": [dict(tc, index=i)
-                                            for i, tc in enumerate(_tool_calls(calls))]})
-            yield chunk({}, _finish_reason(ev, bool(calls)), usage=_usage(ev))
-            if call.options.get("include_usage"):
-                yield sse({"id": call.id, "object": "chat.completion.chunk",
-                           "created": call.created, "model": call.model,
-                           "system_fingerprint": FINGERPRINT, "choices": [],
-                           "usage": _usage(ev)})
-            break
-        lp = {"content": [_chat_logprob(ev)]} if want_lp else None
-        pieces = router.feed(ev.text)
-        if not pieces and lp is not None:
-            pieces = [("content", "")]
-        for i, (kind, text) in enumerate(pieces):
-            yield chunk({"reasoning_content" if kind == "thinking" else "content": text},
-                        logprobs=lp if i == 0 else None)
-    yield SSE_DONE
-
-
-def _stream_buffered_chat(call: Call, events, chunk) -> Iterator[bytes]:
-    out = gather(events)
-    try:
-        body = render_chat(call, out)
-    except ApiError as e:
-        yield sse(render_error(e))
-        yield SSE_DONE
-        return
-    choice = body["choices"][0]
-    yield chunk({"role": "assistant", "content": ""})
-    yield chunk({"content": choice["message"]["content"]}, logprobs=choice["logprobs"])
-    yield chunk({}, choice["finish_reason"], usage=body["usage"])
-    if call.options.get("include_usage"):
-        yield sse({"id": call.id, "object": "chat.completion.chunk", "created": call.created,
-                   "model": call.model, "system_fingerprint": FINGERPRINT, "choices": [],
-                   "usage": body["usage"]})
-    yield SSE_DONE
+    return reply.stream(call, events, _ChatStream(call))
 
 
 # ---- render: completions ----
 
-def render_completion(call: Call, out: Collected) -> dict:
-    ev = out.finish
-    if ev.reason is FinishReason.ERROR:
-        raise engine_error(ev)
-    echo = call.options.get("echo", "")
-    logprobs = (_completion_logprobs(out.tokens, len(echo))
-                if call.options.get("logprobs") else None)
-    return {"id": call.id, "object": "text_completion", "created": call.created,
-            "model": call.model, "system_fingerprint": FINGERPRINT,
-            "choices": [{"text": echo + out.text, "index": 0, "logprobs": logprobs,
-                         "finish_reason": _finish_reason(ev)}],
-            "usage": _usage(ev)}
+def render_completion(call: Call, r: Reply) -> dict:
+    echo = call.options["echo"]
+    logprobs = _completion_logprobs(r.tokens, len(echo)) if call.logprobs else None
+    return {**_head(call, "text_completion"),
+            "choices": [{"text": echo + r.text, "index": 0, "logprobs": logprobs,
+                         "finish_reason": r.reason}],
+            "usage": _usage(r.finish)}
 
 
-def stream_completion(call: Call, events) -> Iterator[bytes]:
-    def chunk(text: str, finish: Optional[str] = None, logprobs=None, **extra) -> bytes:
-        return sse({"id": call.id, "object": "text_completion", "created": call.created,
-                    "model": call.model, "system_fingerprint": FINGERPRINT,
+class _CompletionStream(_SseStream):
+    def __init__(self, call: Call):
+        super().__init__(call)
+        self.offset = 0  # characters of text sent so far (logprobs' text_offset)
+
+    def _chunk(self, text: str, finish: Optional[str] = None, tokens=(), **extra) -> bytes:
+        logprobs = _completion_logprobs(list(tokens), self.offset) if tokens else None
+        self.offset += len(text)
+        return sse({**_head(self.call, "text_completion"),
                     "choices": [{"text": text, "index": 0, "logprobs": logprobs,
                                  "finish_reason": finish}], **extra})
 
-    offset = 0
-    if call.options.get("echo"):
-        yield chunk(call.options["echo"])
-        offset = len(call.options["echo"])
-    for ev in events:
-        if isinstance(ev, FinishEvent):
-            if ev.reason is FinishReason.ERROR:
-                yield sse(render_error(engine_error(ev)))
-                break
-            yield chunk(ev.text, _finish_reason(ev), usage=_usage(ev))
-            if call.options.get("include_usage"):
-                yield sse({"id": call.id, "object": "text_completion", "created": call.created,
-                           "model": call.model, "choices": [], "usage": _usage(ev)})
-            break
-        lp = _completion_logprobs([ev], offset) if call.options.get("logprobs") else None
-        offset += len(ev.text)
-        if ev.text or lp:
-            yield chunk(ev.text, logprobs=lp)
-    yield SSE_DONE
+    def head(self):
+        if self.call.options["echo"]:
+            yield self._chunk(self.call.options["echo"])
+
+    def piece(self, p: Piece):
+        yield self._chunk(p.text, tokens=p.tokens)
+
+    def end(self, e: Ending):
+        yield self._chunk("".join(p.text for p in e.pieces), e.reason,
+                          [t for p in e.pieces for t in p.tokens], usage=_usage(e.finish))
+        if self.call.options["include_usage"]:
+            yield sse({"id": self.call.id, "object": "text_completion", "created": self.call.created,
+                       "model": self.call.model, "choices": [], "usage": _usage(e.finish)})
+
+
+def stream_completion(call: Call, events) -> Iterator[bytes]:
+    return reply.stream(call, events, _CompletionStream(call))
 
 
 # ---- render: models and errors ----
 
-def model_entry(ctx) -> dict:
+def render_model(ctx) -> dict:
     f = ctx.model_facts()
     return {"id": f["name"], "object": "model", "created": int(f["modified"]), "owned_by": "local"}
 
 
 def render_models(ctx) -> dict:
-    return {"object": "list", "data": [model_entry(ctx)]}
+    return {"object": "list", "data": [render_model(ctx)]}
 
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -1,0 +1,143 @@
+"""The reply side every dialect shares: engine events -> the parts each dialect renders.
+
+Owns: Piece (a content or thinking delta, with the tokens whose logprobs it carries), Ending
+(how a stream ends: the text released at the end, tool calls, the finish), Reply (a whole
+generation, post-processed as the request asked), the finish reason, a token's logprob text,
+and `stream`: the one driver that routes text, holds back tags, buffers JSON mode until it is
+validated, and turns engine failures into the dialect's terminal error event.
+Must not: build any dialect's JSON; an adapter's StreamRenderer turns parts into bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from ..text.output_hermes import TextRouter, split_thinking, split_tool_calls
+from ..types import FinishEvent, FinishReason, TokenEvent
+from .errors import ApiError, engine_error
+from .request import Call
+from .streaming import Collected, gather
+from .structured import check_output
+
+
+@dataclass
+class Piece:
+    kind: str                       # "content" | "thinking"
+    text: str                       # may be "" (a token whose text is held back, with logprobs)
+    tokens: list[TokenEvent] = field(default_factory=list)  # logprobs to render with it
+
+
+@dataclass
+class Ending:
+    finish: FinishEvent
+    pieces: list[Piece]             # text released at the end, before any tool call
+    tool_calls: list[dict]          # [{"name": str, "arguments": dict}]
+
+    @property
+    def reason(self) -> str:
+        return finish_reason(self.finish, bool(self.tool_calls))
+
+
+@dataclass
+class Reply:
+    """A whole generation as the request asked for it: thinking split off, tool calls parsed,
+    JSON checked."""
+
+    thinking: str
+    text: str
+    tool_calls: list[dict]
+    tokens: list[TokenEvent]
+    finish: FinishEvent
+
+    @property
+    def reason(self) -> str:
+        return finish_reason(self.finish, bool(self.tool_calls))
+
+
+def finish_reason(finish: FinishEvent, tool_calls: bool) -> str:
+    """'length' | 'tool_calls' | 'stop' (OpenAI's and Ollama's words; Gemini maps its own)."""
+    if finish.reason is FinishReason.LENGTH:
+        return "length"
+    return "tool_calls" if tool_calls else "stop"
+
+
+def token_text(ev: TokenEvent) -> str:
+    """The generated token's own text (its top-logprob entry), even where the text delta is
+    held back or merges several tokens."""
+    for t in ev.top_logprobs or ():
+        if t.token_id == ev.token_id:
+            return t.text
+    return ev.text
+
+
+def whole_reply(call: Call, out: Collected) -> Reply:
+    """Post-process a finished generation; ApiError 500 (the engine failed it) or 422 (JSON mode
+    and the output is not the JSON asked for)."""
+    ev = out.finish
+    if ev.reason is FinishReason.ERROR:
+        raise engine_error(ev)
+    thinking, text = split_thinking(out.text) if call.think else ("", out.text)
+    calls: list[dict] = []
+    if call.tools:
+        text, calls = split_tool_calls(text)
+    if call.json is not None:
+        text = check_output(text, call.json)
+    return Reply(thinking, text, calls, out.tokens, ev)
+
+
+class StreamRenderer:
+    """What an adapter implements to stream one request in its dialect: piece, end and error
+    always; head and done where the dialect has a preamble or a terminator."""
+
+    def __init__(self, call: Call):
+        self.call = call
+
+    def head(self) -> Iterable[bytes]:  # before any piece
+        return ()
+
+    def piece(self, p: Piece) -> Iterable[bytes]:  # a delta
+        raise NotImplementedError
+
+    def end(self, e: Ending) -> Iterable[bytes]:  # the finish: final text, tool calls, usage
+        raise NotImplementedError
+
+    def error(self, err: ApiError) -> Iterable[bytes]:  # a terminal error event
+        raise NotImplementedError
+
+    def done(self) -> Iterable[bytes]:  # the terminator, after end or error
+        return ()
+
+
+def stream(call: Call, events: Iterable, r: StreamRenderer) -> Iterator[bytes]:
+    """Bytes of a streamed reply. JSON mode is buffered: the whole reply is validated first,
+    then sent as one ending (or the error alone)."""
+    if call.json is not None:
+        try:
+            reply = whole_reply(call, gather(events))
+        except ApiError as e:
+            yield from r.error(e)
+        else:
+            pieces = [Piece("thinking", reply.thinking)] if reply.thinking else []
+            pieces.append(Piece("content", reply.text, reply.tokens if call.logprobs else []))
+            yield from r.head()
+            yield from r.end(Ending(reply.finish, pieces, reply.tool_calls))
+        yield from r.done()
+        return
+    router = TextRouter(think=call.think, tools=call.tools)
+    yield from r.head()
+    for ev in events:
+        if isinstance(ev, FinishEvent):
+            if ev.reason is FinishReason.ERROR:
+                yield from r.error(engine_error(ev))
+                break
+            pieces = router.feed(ev.text) if ev.text else []
+            more, calls = router.finish()
+            yield from r.end(Ending(ev, [Piece(k, t) for k, t in pieces + more], calls))
+            break
+        pieces = router.feed(ev.text)
+        if not pieces and call.logprobs:
+            pieces = [("content", "")]  # the token's logprob goes out even while its text is held
+        for i, (kind, text) in enumerate(pieces):
+            yield from r.piece(Piece(kind, text, [ev] if call.logprobs and i == 0 else []))
+    yield from r.done()
