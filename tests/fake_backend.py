@@ -129,7 +129,12 @@ class FakeEngine:
         self._lock = threading.Lock()
 
     def submit(self, req: GenerateRequest) -> FakeStream:
-        req.sampling.validate()
+        """The real Engine.submit's contract: prompt ids checked against the vocabulary here."""
+        n_vocab = self.llm.metadata["n_vocab"]
+        if not req.prompt_tokens:
+            raise ValidationError("prompt", "must not be empty")
+        if min(req.prompt_tokens) < 0 or max(req.prompt_tokens) >= n_vocab:
+            raise ValidationError("prompt", f"token ids must be in [0, {n_vocab}) (the vocabulary)")
         if not isinstance(req.max_tokens, int) or req.max_tokens < 1:
             raise ValidationError("max_tokens", f"must be >= 1, got {req.max_tokens!r}")
         if len(req.prompt_tokens) + req.max_tokens > self.llm.n_ctx:
