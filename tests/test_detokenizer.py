@@ -166,6 +166,31 @@ def test_held_text_stays_bounded():
     assert d.flush() == "aaaaa"
 
 
+def test_long_stop_strings_cost_no_extra_memory():
+    """A 1 MB stop string used to build the set of all its prefixes (memory quadratic in its
+    length: ~24 GB). Now nothing is built: a few MB at most, and matching still works."""
+    import tracemalloc
+
+    long_stop = "x" * 1_000_000 + "END"
+    tok, ids = encode_pieces("abc ", "xx", "xxx", "END", "more")
+    tracemalloc.start()
+    deltas, tail, stopped = run(tok, ids, stop=[long_stop, "zq" * 50_000])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert deltas == ["abc ", "", "", "xxxxxEND", "more"] and not stopped
+    assert peak < 16 * 2 ** 20, peak
+    deltas, _, stopped = run(*encode_pieces("ab", "c" * 3000, "cS", "TOP"), stop=["c" * 3000 + "cSTOP"])
+    assert "".join(deltas) == "ab" and stopped
+
+
+def test_partial_stop_is_the_longest_suffix_that_may_grow():
+    from lanner.text.detokenizer import _partial_stop
+
+    assert _partial_stop("hello ab", "abc") == 2
+    assert _partial_stop("xaa", "aab") == 2 and _partial_stop("xa", "aab") == 1
+    assert _partial_stop("abab", "ababc") == 4 and _partial_stop("zzz", "abc") == 0
+
+
 # ---- special tokens and spaces ---------------------------------------------------------------
 
 def test_special_tokens_skipped_or_kept():

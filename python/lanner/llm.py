@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from .text.chat_fence import encode_chat
 from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
@@ -149,11 +150,11 @@ class LLM:
 
     def chat_tokens(self, messages: Sequence[dict], tools: Optional[list] = None,
                     add_generation_prompt: bool = True, **template_kwargs: Any) -> list[int]:
-        """Token ids of the rendered chat: special tokens parsed, BOS added once."""
-        text = self.render_chat(messages, tools, add_generation_prompt, **template_kwargs)
-        bos = self.tokenizer.bos_text
-        has_bos = bool(bos) and text.startswith(bos)  # the template wrote BOS itself
-        return self.tokenizer.encode(text, add_special=not has_bos, parse_special=True)
+        """Token ids of the rendered chat: the template's markers parsed as special tokens, the
+        messages' text always as plain text (a user who types `<|im_end|>` gets those
+        characters, not the control token), BOS added once."""
+        return encode_chat(self.tokenizer, lambda ms: self.render_chat(
+            ms, tools, add_generation_prompt, **template_kwargs), messages)
 
     # ---- generation ---------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from .structured import JsonFormat, with_instruction
 
 _MISSING = object()
 FILL_CONTEXT = -1  # a completion budget meaning "until the context is full" (Ollama num_predict < 0)
+MAX_STOPS = 16          # stop strings per request, in a dialect that sets no lower count
+MAX_STOP_CHARS = 4096   # characters per stop string
 
 
 # ---- typed field readers: each raises a 400 naming the field (its dotted path) ----
@@ -83,16 +85,21 @@ def opt_list(obj: dict, key: str, path: str) -> list:
     return _typed(obj, key, path, list, "an array", [])
 
 
-def opt_stop(obj: dict, key: str, path: str, max_n: Optional[int] = None) -> list[str]:
-    """A stop string or a list of them (empty strings dropped)."""
+def opt_stop(obj: dict, key: str, path: str, max_n: int = MAX_STOPS) -> list[str]:
+    """A stop string or a list of them (empty strings dropped): at most `max_n` of at most
+    MAX_STOP_CHARS characters each."""
     v = _get(obj, key)
     if v is _MISSING:
         return []
     items = [v] if isinstance(v, str) else v
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise bad_request(path, "must be a string or an array of strings")
-    if max_n is not None and len(items) > max_n:
+    if len(items) > max_n:
         raise bad_request(path, f"at most {max_n} stop sequences, got {len(items)}")
+    longest = max((len(s) for s in items), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise bad_request(path, f"a stop sequence may have at most {MAX_STOP_CHARS} characters, "
+                                f"got {longest}")
     return [s for s in items if s]
 
 

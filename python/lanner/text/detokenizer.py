@@ -28,9 +28,6 @@ class Detokenizer:
                  at_text_start: bool = False):
         self._tok = tokenizer
         self._stops = [s for s in dict.fromkeys(stop) if s]  # unique, non-empty, in order
-        # every proper prefix of every stop string: a text suffix in this set may become a stop
-        self._prefixes = {s[:k] for s in self._stops for k in range(1, len(s))}
-        self._max_hold = max((len(s) - 1 for s in self._stops), default=0)  # chars
         self._skip_special = skip_special
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""  # decoded text not yet released: a possible stop-string start (chars)
@@ -75,10 +72,18 @@ class Detokenizer:
             self.stopped = True
             self._held = ""
             return text[:cut]
-        hold = 0
-        for k in range(min(self._max_hold, len(text)), 0, -1):  # longest suffix that may grow into a stop
-            if text[-k:] in self._prefixes:
-                hold = k
-                break
+        hold = max(_partial_stop(text, s) for s in self._stops)
         self._held = text[len(text) - hold:] if hold else ""
         return text[:len(text) - hold]
+
+
+def _partial_stop(text: str, stop: str) -> int:
+    """Length (chars) of the longest suffix of `text` that is a proper prefix of `stop`: text
+    that may still grow into it. No memory beyond the strings; time O(len(stop)) per candidate
+    start, and candidates are only the places of stop's first character in text's tail."""
+    i = text.find(stop[0], max(0, len(text) - len(stop) + 1))
+    while i >= 0:
+        if stop.startswith(text[i:]):
+            return len(text) - i
+        i = text.find(stop[0], i + 1)
+    return 0

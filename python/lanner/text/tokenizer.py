@@ -9,12 +9,14 @@ core; it gets a plain metadata dict (see tests/gguf_metadata.py for the format).
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .token_type import SPECIAL_TYPES, TokenType, token_types
+from .chat_fence import special_pattern
+from .token_type import PARSED_AS_SPECIAL, SPECIAL_TYPES, TokenType, token_types
 from .tokenizer_bpe import bpe_token_bytes, build_bpe_backend
 from .tokenizer_spm import build_spm_backend, spm_token_bytes
 
@@ -24,6 +26,9 @@ EOG_TEXTS = frozenset({
     "<|end_of_text|>", "<EOT>", "_<EOT>", "<end_of_utterance>", "<|return|>", "<|call|>",
     "<｜end▁of▁sentence｜>",
 })
+
+
+_UNSET = object()
 
 
 def _opt_id(meta: dict, key: str, n_vocab: int) -> Optional[int]:
@@ -47,6 +52,7 @@ class Tokenizer:
         self._bytes = token_bytes               # (n_vocab,) raw bytes each token contributes
         self._special = np.isin(types, SPECIAL_TYPES)  # (n_vocab,) bool
         self._ids: Optional[dict[str, int]] = None     # vocabulary string -> id, built on first use
+        self._special_pattern = _UNSET                 # see special_pattern
         self._lock = threading.Lock()           # guards the backend's encode_special_tokens flag
         fast = getattr(backend, "encode_batch_fast", None)  # tokenizers >= 0.21: no offsets
         self._encode_raw = ((lambda t: fast([t], add_special_tokens=False)[0].ids) if fast else
@@ -119,12 +125,25 @@ class Tokenizer:
         with self._lock:
             self._backend.encode_special_tokens = not parse_special
             ids = self._encode_raw(text)
-        if add_special:
-            if self.add_bos and not (ids and ids[0] == self.bos_id):
-                ids.insert(0, self.bos_id)
-            if self.add_eos:
-                ids.append(self.eos_id)
+        return self.add_specials(ids) if add_special else ids
+
+    def add_specials(self, ids: list[int]) -> list[int]:
+        """ids with BOS prepended (unless already first) and EOS appended, as the model's
+        add_bos / add_eos flags say."""
+        if self.add_bos and not (ids and ids[0] == self.bos_id):
+            ids.insert(0, self.bos_id)
+        if self.add_eos:
+            ids.append(self.eos_id)
         return ids
+
+    @property
+    def special_pattern(self) -> "Optional[re.Pattern[str]]":
+        """A regex matching the spelling of every token that special-token parsing matches
+        (built once)."""
+        if self._special_pattern is _UNSET:
+            parsed = np.flatnonzero(np.isin(self._types, PARSED_AS_SPECIAL))
+            self._special_pattern = special_pattern([self._tokens[i] for i in parsed])
+        return self._special_pattern
 
     # ---- decode ------------------------------------------------------------------------------
 
