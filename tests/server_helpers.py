@@ -30,7 +30,9 @@ def make_app(llm=None, **settings):
 
 
 def make_client(llm=None, **settings) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(make_app(llm, **settings))
+    """A test client whose requests name a loopback host, as a local client's do (Falcon's
+    default Host, falconframework.org, is refused by a loopback-bound server)."""
+    return falcon.testing.TestClient(make_app(llm, **settings), headers={"Host": "localhost"})
 
 
 @contextlib.contextmanager

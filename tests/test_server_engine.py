@@ -106,11 +106,13 @@ def test_disconnect_cancels_engine_request(served):
     body = json.dumps({"model": MODEL, "stream": True, "max_tokens": 1500,
                        "messages": [{"role": "user", "content": "a long one"}]}).encode()
     s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     got = b""
     while got.count(b"data: ") < 6:
-        got += s.recv(4096)
+        chunk = s.recv(4096)
+        assert chunk, got  # the server closed the connection early
+        got += chunk
     assert llm.engine.stats().running == 1
     s.close()
     deadline = time.time() + 10

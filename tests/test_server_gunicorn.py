@@ -134,11 +134,13 @@ def test_concurrent_streams_and_disconnect(served):
     body = json.dumps({"model": "tiny", "stream": True, "max_tokens": 1500,
                        "messages": [{"role": "user", "content": "go"}]}).encode()
     s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     got = b""
     while got.count(b"data: ") < 5:
-        got += s.recv(4096)
+        chunk = s.recv(4096)
+        assert chunk, got  # the server closed the connection early
+        got += chunk
     q = requests.get(url + "/api/queue/status").json()
     assert q["busy"] and q["running"] == 1
     s.close()

@@ -132,11 +132,13 @@ def test_disconnect_cancels_real_request(real):
                        "messages": [{"role": "user", "content": "Write a very long story."}]}).encode()
     port = int(url.rsplit(":", 1)[1])
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     got = b""
     while got.count(b"data: ") < 4:
-        got += s.recv(4096)
+        chunk = s.recv(4096)
+        assert chunk, got  # the server closed the connection early
+        got += chunk
     before = llm.engine.stats()
     assert before.running == 1
     s.close()

@@ -17,6 +17,7 @@ import falcon
 from . import dialect
 from .context import ServerContext
 from .routes import add_routes
+from .security import Guard
 from .settings import Settings
 
 log = logging.getLogger("lanner.server")
@@ -55,7 +56,7 @@ def create_app(backend=None, settings: Optional[Settings] = None) -> LannerApp:
     _ensure_logging()
     settings = settings or Settings.from_env()
     ctx = ServerContext(settings, backend)
-    app = LannerApp(middleware=[_Count(ctx)], cors_enable=True)
+    app = LannerApp(middleware=[_Count(ctx), Guard(settings)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     add_routes(app, ctx)

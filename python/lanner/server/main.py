@@ -17,6 +17,7 @@ from typing import Optional
 
 from gunicorn.app.base import BaseApplication
 
+from .security import load_api_keys
 from .settings import ENV_VARS, Settings
 
 log = logging.getLogger("lanner.server")
@@ -33,12 +34,17 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--max-queue", "max_queue", int, "requests that may wait for a slot before 503 (default 64)"),
     ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 8 MiB)"),
     ("--http-threads", "http_threads", int, "gunicorn request threads (default parallel+max-queue+8)"),
+    ("--api-key", "api_key", str, "require this key (Authorization: Bearer / x-goog-api-key)"),
+    ("--api-key-file", "api_key_file", str, "require one of the keys in this file (one per line)"),
 ]
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     for flag, dest, typ, help_ in _FLAGS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    p.add_argument("--cors-origin", dest="cors_origin", action="append", default=None,
+                   help="a browser origin allowed to call the API (repeatable; default: none but "
+                        "the server's own page)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -97,8 +103,11 @@ def _configure_logging(level: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
+    if getattr(args, "cors_origin", None):
+        overrides["cors_origins"] = ",".join(args.cors_origin)
     try:
         settings = Settings.from_env(**overrides)
+        load_api_keys(settings)  # an unreadable key file is a startup error
         if settings.model is None:
             from lanner.default_model import default_model_path
 

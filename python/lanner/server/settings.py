@@ -27,6 +27,9 @@ ENV_VARS = {
     "LANNER_MAX_QUEUE": "max_queue",      # requests waiting beyond `parallel` before 503
     "LANNER_MAX_BODY": "max_body_bytes",  # request bodies over this many bytes get 413
     "LANNER_HTTP_THREADS": "http_threads",  # gunicorn gthread threads; 0 = derived
+    "LANNER_API_KEY": "api_key",          # required on every route but /health and the web page
+    "LANNER_API_KEY_FILE": "api_key_file",  # a file of keys, one per line (# comments)
+    "LANNER_CORS_ORIGINS": "cors_origins",  # comma-separated browser origins allowed to call
 }
 
 
@@ -43,6 +46,9 @@ class Settings:
     max_queue: int = 64
     max_body_bytes: int = 8 * 1024 * 1024
     http_threads: int = 0
+    api_key: Optional[str] = None
+    api_key_file: Optional[str] = None
+    cors_origins: str = ""        # comma-separated; "*" allows every origin (no credentials)
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
