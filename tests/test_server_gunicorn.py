@@ -108,6 +108,23 @@ def test_serve_under_gunicorn(served):
     assert r.json()["eval_count"] == 20
 
 
+def test_chunked_request_bodies_are_read_and_bounded(served):
+    """Transfer-Encoding: chunked bodies (no Content-Length) are read through gunicorn's
+    de-chunking stream: a valid one is served, one over --max-body-bytes is 413, not 400."""
+    url = served[0]
+    wait_health(url)
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    parts = lambda data, n: (data[i:i + n] for i in range(0, len(data), n))  # noqa: E731
+    r = requests.post(url + "/v1/chat/completions", data=parts(body, 7),
+                      headers={"Content-Type": "application/json"})
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    big = b'{"messages": [{"role": "user", "content": "' + b"x" * (8 * 2 ** 20 + 4096) + b'"}]}'
+    r = requests.post(url + "/v1/chat/completions", data=parts(big, 2 ** 20),
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+
 def test_concurrent_streams_and_disconnect(served):
     url, _, _, _ = served
     wait_health(url)

@@ -175,3 +175,20 @@ def test_completions_context_error_names_prompt():
     r = make_client().simulate_post("/v1/completions", json={"prompt": "hi", "max_tokens": 100000})
     assert r.status_code == 400 and r.json["error"]["param"] == "prompt"
     assert r.json["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini", "completions", "raw"])
+def test_prompt_too_long_by_its_characters_is_400_before_tokenizing(dialect):
+    llm = FakeLLM()  # n_ctx 2048
+    llm.metadata["max_token_bytes"] = 4
+    c = make_client(llm)
+    text = "x" * (2048 * 4 + 1)
+    path, body = {"completions": ("/v1/completions", {"prompt": text}),
+                  "raw": ("/api/generate", {"prompt": text, "raw": True, "stream": False})}.get(
+        dialect, ROUTES.get(dialect, (None, None)))
+    if dialect in ROUTES:
+        body = ({"contents": text} if dialect == "gemini"
+                else {**body, "messages": [{"role": "user", "content": text}]})
+    r = c.simulate_post(path, json=body)
+    assert r.status_code == 400 and "more than the context size" in r.text
+    assert llm.calls == [] and llm.engine.submitted == []

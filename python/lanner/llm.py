@@ -113,6 +113,7 @@ class LLM:
             "context_length": self.model.n_ctx_train,
             "n_ctx": self.n_ctx,
             "n_vocab": self.model.n_vocab,
+            "max_token_bytes": tok.max_token_bytes,  # a text of n chars has >= n / this tokens
             "vocab_size": self.model.n_vocab,
             "n_embd": self.model.n_embd,
             "n_layer": self.model.n_layer,

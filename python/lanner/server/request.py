@@ -143,12 +143,36 @@ def read_messages(items: list, path: str, roles: dict[str, str],
     return out
 
 
+def check_prompt_chars(backend, n_chars: int, param: str) -> None:
+    """400 before tokenizing a text whose length alone proves it cannot fit the context: a
+    token spells at most `max_token_bytes` bytes, so n chars are >= n / that many tokens."""
+    per_token = int((getattr(backend, "metadata", None) or {}).get("max_token_bytes") or 0)
+    n_ctx = int(getattr(backend, "n_ctx", 0) or 0)
+    if per_token and n_ctx and n_chars > n_ctx * per_token:
+        raise ApiError(400, f"{param}: {n_chars} characters are at least {n_chars // per_token} "
+                            f"tokens, more than the context size of {n_ctx} tokens",
+                       param=param, code="context_length_exceeded")
+
+
+def text_chars(messages: list[dict]) -> int:
+    """Characters of text in template messages (string contents and text parts)."""
+    n = 0
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, str):
+            n += len(c)
+        elif isinstance(c, list):
+            n += sum(len(p.get("text") or "") for p in c if isinstance(p, dict))
+    return n
+
+
 def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
                 think: Optional[bool] = None, json: Optional[JsonFormat] = None,
                 param: str = "messages") -> list[int]:
     """Prompt token ids: the JSON-mode instruction added, the thinking switch passed to the
     template (None = the template's default), the model's chat template rendered and tokenized.
     A template that rejects the messages (e.g. a role it does not support) is the client's 400."""
+    check_prompt_chars(backend, text_chars(messages), param)
     if json is not None:
         messages = with_instruction(messages, json)
     kwargs = {} if think is None else {"enable_thinking": think}

@@ -27,12 +27,14 @@ NDJSON = "application/x-ndjson; charset=utf-8"
 
 
 def read_json(req: falcon.Request, ctx: ServerContext):
-    """The body as JSON: 413 over --max-body (by its declared length, or as read), 400 if empty
-    or malformed."""
+    """The body as JSON: 413 over --max-body (by its declared length, or as read; a chunked
+    body is read from the server's de-chunking stream), 400 if empty or malformed."""
     limit = ctx.settings.max_body_bytes
     if req.content_length is not None and req.content_length > limit:
         raise ApiError(413, f"request body is {req.content_length} bytes; the limit is {limit} bytes")
-    data = req.bounded_stream.read(limit + 1)
+    chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+    stream = req.stream if chunked and req.content_length is None else req.bounded_stream
+    data = stream.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
     if not data.strip():

@@ -58,6 +58,7 @@ class Tokenizer:
         self._encode_raw = ((lambda t: fast([t], add_special_tokens=False)[0].ids) if fast else
                             (lambda t: backend.encode(t, add_special_tokens=False).ids))
         self.n_vocab = len(tokens)
+        self.max_token_bytes = max((len(b) for b in token_bytes), default=1)  # a token's most bytes
         self.bos_id, self.eos_id = bos_id, eos_id
         self.add_bos, self.add_eos = add_bos, add_eos
         self.add_space_prefix = add_space_prefix

@@ -18,9 +18,9 @@ from ...types import FinishEvent, GenerateRequest, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
-from ..request import (FILL_CONTEXT, Call, chat_prompt, completion_budget, make_sampling,
-                       opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed, opt_stop,
-                       opt_str, read_messages, require_object)
+from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
+                       make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
+                       opt_stop, opt_str, read_messages, require_object)
 from ..settings import http_sampling_defaults
 from ..streaming import ndjson
 from ..structured import JsonFormat
@@ -134,6 +134,7 @@ def parse_generate(body, ctx) -> Optional[Call]:
     if not prompt:
         return None
     if raw:
+        check_prompt_chars(ctx.backend, len(prompt), "prompt")
         tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \

@@ -17,7 +17,7 @@ from ...types import FinishEvent, GenerateRequest, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
-from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_dict,
+from ..request import (Call, chat_prompt, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
                        opt_int, opt_list, opt_number, opt_seed, opt_stop, opt_str, read_messages,
                        require_object)
 from ..settings import http_sampling_defaults
@@ -197,6 +197,7 @@ def _prompt_tokens(body: dict, ctx) -> list[int]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
+        check_prompt_chars(ctx.backend, len(prompt), "prompt")
         tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     elif isinstance(prompt, list) and prompt and all(
             isinstance(t, int) and not isinstance(t, bool) for t in prompt):
