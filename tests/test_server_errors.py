@@ -365,6 +365,9 @@ def test_stream_closed_before_first_chunk_aborts():
     from lanner.server.routes import run_call
     from lanner.server.adapters import openai
 
+    class Req:
+        env: dict = {}
+
     class Resp:
         def set_header(self, *a):
             pass
@@ -373,7 +376,8 @@ def test_stream_closed_before_first_chunk_aborts():
     call = openai.parse_chat({"messages": [{"role": "user", "content": "x"}], "stream": True},
                              app_ctx)
     resp = Resp()
-    run_call(resp, app_ctx, call, "openai", openai.render_chat, openai.stream_chat, "text/event-stream")
+    run_call(Req(), resp, app_ctx, call, "openai", openai.render_chat, openai.stream_chat,
+             "text/event-stream")
     assert len(llm.engine.active) == 1
     resp.stream.close()
     assert llm.engine.active == {} and llm.engine.aborted == [call.request.id]

@@ -172,6 +172,43 @@ def test_concurrent_streams_and_disconnect(served):
     assert "lanner_client_disconnects_total 1" in m
 
 
+def _queue_when(url: str, cond, timeout: float = 10.0) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        q = requests.get(url + "/api/queue/status").json()
+        if cond(q) or time.time() > deadline:
+            return q
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_gone_while_nothing_is_written_aborts(served, stream):
+    """A client that leaves while its reply is not being written (a non-streamed request, a
+    request waiting in the queue) is noticed by polling its socket: the engine drops it."""
+    url = served[0]
+    wait_health(url)
+    port = int(url.rsplit(":", 1)[1])
+    before = _queue_when(url, lambda q: not q["busy"])["total_processed"]
+    body = json.dumps({"model": "tiny", "max_tokens": 1500, "stream": stream,
+                       "messages": [{"role": "user", "content": "go"}]}).encode()
+    socks = []
+    for _ in range(3):  # parallel 2: the third waits in the queue
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        socks.append(s)
+    q = _queue_when(url, lambda q: q["running"] == 2 and q["pending_requests"] == 1)
+    assert (q["running"], q["pending_requests"]) == (2, 1)
+    socks[2].close()  # the queued one leaves first: dropped before it starts
+    q = _queue_when(url, lambda q: q["pending_requests"] == 0)
+    assert (q["running"], q["pending_requests"]) == (2, 0)
+    for s in socks[:2]:
+        s.close()
+    q = _queue_when(url, lambda q: not q["busy"], timeout=5)  # 1500 tokens would take 15 s
+    assert (q["busy"], q["running"], q["total_processed"]) == (False, 0, before + 3)
+
+
 def test_serve_rejects_missing_model(tmp_path):
     sys.path[:0] = [str(ROOT / "python")]
     r = subprocess.run([sys.executable, "-m", "lanner.server.main", "--model", str(tmp_path / "no.gguf")],

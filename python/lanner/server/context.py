@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..types import GenerateRequest
+from .disconnect import DisconnectWatcher
 from .errors import ApiError, unavailable
 from .metrics import Metrics
 from .settings import Settings
@@ -38,6 +39,7 @@ class ServerContext:
     def __init__(self, settings: Settings, backend=None, load_now: bool = True):
         self.settings = settings
         self.metrics = Metrics()
+        self.disconnects = DisconnectWatcher()
         self.started = time.time()
         self._backend = backend
         self._load_error: Optional[str] = None

@@ -51,21 +51,32 @@ def send_json(resp: falcon.Response, obj, status: int = 200) -> None:
     resp.text = dumps(obj)
 
 
-def run_call(resp: falcon.Response, ctx: ServerContext, call: Call, dialect: str,
-             render: Callable, stream: Callable, content_type: str) -> None:
-    """Submit one parsed call and answer with the whole reply or a stream of it."""
+def run_call(req: falcon.Request, resp: falcon.Response, ctx: ServerContext, call: Call,
+             dialect: str, render: Callable, stream: Callable, content_type: str) -> None:
+    """Submit one parsed call and answer with the whole reply or a stream of it. Until the
+    reply is over, a client that closes its connection aborts the request."""
     try:
         rs = ctx.submit(call.request, dialect)
     except ContextOverflowError as e:
         raise from_exception(e, call.prompt_param) from None
     events = TrackedEvents(rs, on_finish=ctx.metrics.finish)
+
+    def client_gone() -> None:
+        if events.abort_if_unfinished():
+            ctx.metrics.client_abort()
+
+    unwatch = ctx.disconnects.watch(req.env.get("gunicorn.socket"), client_gone)
     if call.stream:
         resp.content_type = content_type
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = ResponseBody(events, stream(call, events), on_abort=ctx.metrics.client_abort)
+        resp.stream = ResponseBody(events, stream(call, events), on_abort=ctx.metrics.client_abort,
+                                   on_close=unwatch)
         return
-    out = collect(events, on_abort=ctx.metrics.client_abort)
+    try:
+        out = collect(events, on_abort=ctx.metrics.client_abort)
+    finally:
+        unwatch()
     send_json(resp, render(call, whole_reply(call, out)))
 
 
@@ -79,13 +90,13 @@ class _Resource:
 class OpenAIChat(_Resource):
     def on_post(self, req, resp):
         call = openai.parse_chat(read_json(req, self.ctx), self.ctx)
-        run_call(resp, self.ctx, call, "openai", openai.render_chat, openai.stream_chat, SSE)
+        run_call(req, resp, self.ctx, call, "openai", openai.render_chat, openai.stream_chat, SSE)
 
 
 class OpenAICompletions(_Resource):
     def on_post(self, req, resp):
         call = openai.parse_completion(read_json(req, self.ctx), self.ctx)
-        run_call(resp, self.ctx, call, "openai", openai.render_completion,
+        run_call(req, resp, self.ctx, call, "openai", openai.render_completion,
                  openai.stream_completion, SSE)
 
 
@@ -148,7 +159,7 @@ class GeminiModel(_Resource):
         alt_sse = req.get_param("alt") == "sse"
         call = gemini.parse_generate(body, self.ctx, model, action == "streamGenerateContent",
                                      alt_sse)
-        run_call(resp, self.ctx, call, "gemini", gemini.render_reply, gemini.stream_reply, SSE)
+        run_call(req, resp, self.ctx, call, "gemini", gemini.render_reply, gemini.stream_reply, SSE)
 
 
 # ---- Ollama ----
@@ -165,7 +176,7 @@ class OllamaGenerate(_Resource):
         if call is None:
             send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), self.kind))
             return
-        run_call(resp, self.ctx, call, "ollama", ollama.render_reply, ollama.stream_reply, NDJSON)
+        run_call(req, resp, self.ctx, call, "ollama", ollama.render_reply, ollama.stream_reply, NDJSON)
 
 
 class OllamaChat(OllamaGenerate):

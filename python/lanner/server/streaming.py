@@ -42,6 +42,7 @@ class TrackedEvents:
         self.stream = stream
         self.finished: Optional[FinishEvent] = None
         self._on_finish = on_finish
+        self._aborted = False
 
     def __iter__(self) -> Iterator:
         for ev in self.stream:
@@ -54,9 +55,11 @@ class TrackedEvents:
                 return
 
     def abort_if_unfinished(self) -> bool:
-        """Close the engine stream if it has not finished; True if that aborted a request."""
-        if self.finished is not None:
+        """Close the engine stream if it has not finished; True if that aborted a request
+        (the first time only)."""
+        if self.finished is not None or self._aborted:
             return False
+        self._aborted = True
         try:
             self.stream.close()
         except Exception:  # the client is gone either way; never let cleanup raise into WSGI
@@ -68,10 +71,12 @@ class ResponseBody:
     """WSGI iterable of bytes chunks; close() = response over (done or client gone)."""
 
     def __init__(self, events: TrackedEvents, chunks: Iterator[bytes],
-                 on_abort: Optional[Callable[[], None]] = None):
+                 on_abort: Optional[Callable[[], None]] = None,
+                 on_close: Optional[Callable[[], None]] = None):
         self.events = events
         self._chunks = chunks
         self._on_abort = on_abort
+        self._on_close = on_close
         self._closed = False
 
     def __iter__(self) -> "ResponseBody":
@@ -89,6 +94,8 @@ class ResponseBody:
             if close is not None:
                 close()
         finally:
+            if self._on_close is not None:
+                self._on_close()
             if self.events.abort_if_unfinished() and self._on_abort is not None:
                 self._on_abort()
 
