@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from lanner.types import (ContextOverflowError, EngineStats, FinishEvent, FinishReason,
+from lanner.types import (ContextOverflowError, EngineClosedError, EngineStats, FinishEvent,
+                          FinishReason,
                           GenerateRequest, OverloadedError, TokenEvent, TokenLogprob, Timings,
                           Usage, ValidationError)
 
@@ -56,6 +57,10 @@ class FakeStream:
                 return
             if eng.fail_after is not None and n_out >= eng.fail_after:
                 yield self._finish(FinishReason.ERROR, n_out, t_first, error="simulated engine failure")
+                return
+            if eng.closed is not None:
+                yield self._finish(FinishReason.ERROR if eng.closed else FinishReason.CANCELLED,
+                                   n_out, t_first, error=eng.closed or None)
                 return
             if i >= len(pieces):
                 if not eng.loop:
@@ -121,6 +126,7 @@ class FakeEngine:
         self.loop = False
         self.overloaded = False
         self.fail_after: Optional[int] = None
+        self.closed: Optional[str] = None  # close(error): "" = cancelled, else the error
         self.submitted: list[GenerateRequest] = []
         self.aborted: list[str] = []
         self.active: dict[str, FakeStream] = {}
@@ -130,6 +136,8 @@ class FakeEngine:
 
     def submit(self, req: GenerateRequest) -> FakeStream:
         """The real Engine.submit's contract: prompt ids checked against the vocabulary here."""
+        if self.closed is not None:
+            raise EngineClosedError("engine is closed")
         n_vocab = self.llm.metadata["n_vocab"]
         if not req.prompt_tokens:
             raise ValidationError("prompt", "must not be empty")
@@ -156,6 +164,10 @@ class FakeEngine:
         s = self.active.get(request_id)
         if s is not None:
             s.close()
+
+    def close(self, error: Optional[str] = None) -> None:
+        """As Engine.close: running requests end (with `error`, if given); no new ones."""
+        self.closed = error or ""
 
     def _done(self, s: FakeStream) -> None:
         with self._lock:

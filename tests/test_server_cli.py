@@ -47,7 +47,7 @@ def test_subparser_and_gunicorn_config(tmp_path, monkeypatch):
     s = seen["settings"]
     assert (s.model, s.model_name, s.threads, s.parallel, s.ctx_size, s.max_tokens, s.max_queue) == \
         (str(model), "m", 3, 2, 512, 64, 6)
-    assert seen["cfg"] == {"bind": ["0.0.0.0:8123"], "workers": 1, "worker_class": "gthread",
+    assert seen["cfg"] == {"bind": ["0.0.0.0:8123"], "workers": 1, "worker_class": "lanner.server.worker.LannerWorker",
                            "threads": 16, "preload_app": False}
 
 

@@ -59,7 +59,7 @@ def served(tmp_path_factory):
     log = open(tmp / "server.log", "w+")
     proc = subprocess.Popen([sys.executable, str(script), "--model", str(model), "--port", str(port),
                              "--model-name", "tiny", "--parallel", "2", "--max-queue", "2",
-                             "--max-tokens", "20"],
+                             "--max-tokens", "20", "--io-timeout", "2"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp))
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,7 +96,7 @@ def test_serve_under_gunicorn(served):
     # the model was loaded in the worker process, not in the arbiter (the launcher's pid)
     assert int(marker.read_text()) != proc.pid
     log = log_path.read_text()
-    assert f"on {url.replace('http://', 'http://')}" in log and "gthread" in log
+    assert f"on {url.replace('http://', 'http://')}" in log and "LannerWorker" in log
     assert requests.get(url + "/health").json() == {"status": "ok", "model": "tiny"}
     for name in ("tiny", "tiny-model.Q8_0", "tiny-model.Q8_0.gguf"):
         r = requests.post(url + "/v1/chat/completions", json={
@@ -207,6 +207,85 @@ def test_client_gone_while_nothing_is_written_aborts(served, stream):
         s.close()
     q = _queue_when(url, lambda q: not q["busy"], timeout=5)  # 1500 tokens would take 15 s
     assert (q["busy"], q["running"], q["total_processed"]) == (False, 0, before + 3)
+
+
+def test_idle_and_stalled_clients_do_not_take_the_server_down(served):
+    """100 idle connections (connected, nothing sent) hold no request thread: /health answers
+    at once. Connections that send half a request and stall are cut after --io-timeout (2 s
+    here), freeing their threads."""
+    url = served[0]
+    wait_health(url)
+    port = int(url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    stalled = []
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")  # ... and nothing more
+        s.settimeout(15)
+        stalled.append(s)
+    t0 = time.time()
+    for _ in range(5):
+        assert requests.get(url + "/health", timeout=5).status_code == 200
+        assert requests.get(url + "/api/queue/status", timeout=5).status_code == 200
+    assert time.time() - t0 < 3
+    for s in stalled:
+        while s.recv(4096):  # the server may answer 400 first; then it closes
+            pass
+    assert time.time() - t0 < 12  # 2 s of --io-timeout, the error reply, a graceful close
+    r = requests.post(url + "/v1/chat/completions", timeout=10, json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 200
+    for s in idle + stalled:
+        s.close()
+
+
+def test_sigterm_drains_then_ends_streams_with_an_error_event(tmp_path):
+    """SIGTERM with two live streams: new requests get 503 + Retry-After while the worker
+    drains; when the drain time is over each stream ends with an error event and [DONE];
+    the server exits 0."""
+    model = tmp_path / "tiny-model.Q8_0.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 64)
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(ROOT / "tests"), python=str(ROOT / "python"),
+                                      marker=str(tmp_path / "pid")))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, str(script), "--model", str(model), "--port", str(port),
+                             "--parallel", "2"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_health(url)
+        bodies: dict[int, bytes] = {}
+
+        def stream(i):
+            r = requests.post(url + "/v1/chat/completions", timeout=30, json={
+                "stream": True, "max_tokens": 1500, "messages": [{"role": "user", "content": "go"}]})
+            bodies[i] = r.content  # 1500 tokens at 10 ms would take 15 s: longer than the drain
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        assert _queue_when(url, lambda q: q["running"] == 2)["running"] == 2
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        r = requests.post(url + "/v1/chat/completions", timeout=5,
+                          json={"messages": [{"role": "user", "content": "late"}]})
+        assert r.status_code == 503 and r.headers["Retry-After"] and "shutting down" in r.text
+        assert requests.get(url + "/health", timeout=5).json()["status"] == "draining"
+        for t in threads:
+            t.join(20)
+        for i in range(2):
+            events = [l[6:] for l in bodies[i].decode().split("\n") if l.startswith("data: ")]
+            assert events[-1] == "[DONE]", events[-3:]
+            err = json.loads(events[-2])["error"]
+            assert "shutting down" in err["message"]
+        assert proc.wait(15) == 0
+        assert time.time() - t0 < 12  # within gunicorn's graceful timeout (10 s) and exit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
 
 
 def test_serve_rejects_missing_model(tmp_path):

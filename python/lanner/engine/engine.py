@@ -115,6 +115,7 @@ class Engine:
         self._running_ids: set[str] = set()
         self._aborts: set[str] = set()
         self._closing = False
+        self._close_error: Optional[str] = None
         self._stats = EngineStats(n_ctx=self.n_ctx)
 
         # model thread only
@@ -180,10 +181,12 @@ class Engine:
             s = self._stats
             return EngineStats(**vars(s))
 
-    def close(self) -> None:
-        """Stop the model thread; every waiting or running request ends `cancelled`."""
+    def close(self, error: Optional[str] = None) -> None:
+        """Stop the model thread; every waiting or running request ends `cancelled`, or with
+        FinishReason.ERROR and `error` when one is given (a server shutting down)."""
         with self._cond:
             self._closing = True
+            self._close_error = error
             self._cond.notify()
         if self._thread is not threading.current_thread():
             self._thread.join()
@@ -225,6 +228,7 @@ class Engine:
             error = f"engine failure: {e!r}"
             raise
         finally:
+            error = error or self._close_error
             reason = FinishReason.ERROR if error else FinishReason.CANCELLED
             for slot in list(self._running):
                 self._finish(slot, reason, error)

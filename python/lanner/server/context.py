@@ -40,6 +40,7 @@ class ServerContext:
         self.settings = settings
         self.metrics = Metrics()
         self.disconnects = DisconnectWatcher()
+        self.draining = False  # SIGTERM: new requests get 503 while running ones finish
         self.started = time.time()
         self._backend = backend
         self._load_error: Optional[str] = None
@@ -155,6 +156,8 @@ class ServerContext:
         """engine.submit with metrics; the engine's typed errors (OverloadedError,
         ContextOverflowError, ValidationError, EngineClosedError) pass unchanged to
         errors.from_exception, which gives each its status."""
+        if self.draining:
+            raise unavailable("the server is shutting down; retry shortly")
         try:
             stream = self.backend.engine.submit(req)
         except Exception as e:
@@ -165,3 +168,13 @@ class ServerContext:
 
     def stats(self):
         return self.backend.engine.stats()
+
+    def busy(self) -> bool:
+        """Any request running or waiting (False before the model is loaded)."""
+        return self._backend is not None and self._backend.engine.stats().busy
+
+    def end_all(self, message: str) -> None:
+        """End every running and waiting request with an error (streams get their dialect's
+        terminal error event); the engine takes no more requests."""
+        if self._backend is not None:
+            self._backend.engine.close(error=message)

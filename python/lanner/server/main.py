@@ -34,6 +34,7 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--max-queue", "max_queue", int, "requests that may wait for a slot before 503 (default 64)"),
     ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 8 MiB)"),
     ("--http-threads", "http_threads", int, "gunicorn request threads (default parallel+max-queue+8)"),
+    ("--io-timeout", "io_timeout", int, "seconds a client socket read or write may block (default 30)"),
     ("--api-key", "api_key", str, "require this key (Authorization: Bearer / x-goog-api-key)"),
     ("--api-key-file", "api_key_file", str, "require one of the keys in this file (one per line)"),
 ]
@@ -66,10 +67,10 @@ class LannerServer(BaseApplication):
         self.options = {
             "bind": f"{settings.host}:{settings.port}",
             "workers": 1,                 # one process holds the model
-            "worker_class": "gthread",
+            "worker_class": "lanner.server.worker.LannerWorker",  # gthread + I/O limits + drain
             "threads": settings.gunicorn_threads(),
             "timeout": 120,               # heartbeat; model loading runs in a background thread
-            "graceful_timeout": 10,
+            "graceful_timeout": 10,       # SIGTERM: running requests get 8 s, then an error event
             "keepalive": 5,
             "preload_app": False,         # never load the model before fork
             "loglevel": log_level,

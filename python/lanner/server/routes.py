@@ -209,7 +209,7 @@ class Version(_Resource):
 
 class Health(_Resource):
     def on_get(self, req, resp):
-        state = self.ctx.state
+        state = "draining" if self.ctx.draining else self.ctx.state
         if state == "ready":
             send_json(resp, {"status": "ok", "model": self.ctx.model_name})
             return

@@ -30,6 +30,7 @@ ENV_VARS = {
     "LANNER_API_KEY": "api_key",          # required on every route but /health and the web page
     "LANNER_API_KEY_FILE": "api_key_file",  # a file of keys, one per line (# comments)
     "LANNER_CORS_ORIGINS": "cors_origins",  # comma-separated browser origins allowed to call
+    "LANNER_IO_TIMEOUT": "io_timeout",    # seconds one socket read or write may block
 }
 
 
@@ -49,6 +50,7 @@ class Settings:
     api_key: Optional[str] = None
     api_key_file: Optional[str] = None
     cors_origins: str = ""        # comma-separated; "*" allows every origin (no credentials)
+    io_timeout: int = 30          # seconds a client socket read or write may block
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -71,7 +73,7 @@ class Settings:
         return cls(**values).check()
 
     def check(self) -> "Settings":
-        for name in ("port", "parallel", "max_tokens", "max_body_bytes"):
+        for name in ("port", "parallel", "max_tokens", "max_body_bytes", "io_timeout"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "ctx_size", "max_queue", "http_threads"):
