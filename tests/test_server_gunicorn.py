@@ -288,6 +288,18 @@ def test_sigterm_drains_then_ends_streams_with_an_error_event(tmp_path):
         log.close()
 
 
+def test_gunicorns_own_errors_are_json(served):
+    url = served[0]
+    wait_health(url)
+    r = requests.get(url + "/v1/models/" + "x" * 9000)
+    assert r.status_code == 414 and r.headers["content-type"] == "application/json"
+    assert isinstance(r.json()["error"], (str, dict))
+    r = requests.post(url + "/v1/chat/completions", headers={"X-Big": "y" * 9000}, json={})
+    assert r.status_code == 431 and r.headers["content-type"] == "application/json"
+    err = r.json()["error"]  # the path is not known when the headers cannot be read: {"error": "..."}
+    assert "header" in (err if isinstance(err, str) else err["message"]).lower()
+
+
 def test_serve_rejects_missing_model(tmp_path):
     sys.path[:0] = [str(ROOT / "python")]
     r = subprocess.run([sys.executable, "-m", "lanner.server.main", "--model", str(tmp_path / "no.gguf")],

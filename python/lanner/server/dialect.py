@@ -26,16 +26,25 @@ def is_google_client(req: falcon.Request) -> bool:
 
 
 def dialect_of(req: falcon.Request) -> str:
-    """'gemini' | 'openai' | 'ollama': whose error shape a request's errors take.
-    /v1/models/{m}:{action} and /v1 requests from Google's SDK are Gemini's stable v1 API."""
-    path = req.path
+    """'gemini' | 'openai' | 'ollama': whose error shape a request's errors take."""
+    return dialect_of_path(req.path, is_google_client(req))
+
+
+def dialect_of_path(path: str, google_client: bool = False) -> str:
+    """/v1beta is Gemini; /v1/models/{m}:{action} and /v1 requests from Google's SDK are
+    Gemini's stable v1 API; other /v1 paths OpenAI; the rest Ollama's {"error": "..."}."""
     if path.startswith("/v1beta"):
         return "gemini"
     if path.startswith("/v1/") or path == "/v1":
-        if (path.startswith("/v1/models/") and ":" in path) or is_google_client(req):
+        if (path.startswith("/v1/models/") and ":" in path) or google_client:
             return "gemini"
         return "openai"
-    return "ollama"  # /api/*, /health, /metrics and unknown paths: {"error": "..."}
+    return "ollama"  # /api/*, /health, /metrics and unknown paths
+
+
+def error_body(path: str, err: ApiError) -> bytes:
+    """An error as the JSON body of the dialect `path` speaks."""
+    return json.dumps(RENDER_ERROR[dialect_of_path(path)](err)).encode()
 
 
 def write_error(req: falcon.Request, resp: falcon.Response, err: ApiError) -> None:

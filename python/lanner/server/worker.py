@@ -15,8 +15,12 @@ import threading
 import time
 from concurrent import futures
 
+from gunicorn import util
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
+
+from .dialect import error_body
+from .errors import ApiError
 
 _DEFER = getattr(gthread, "_DEFER", None)  # gunicorn >= 27: "park this connection in the poller"
 
@@ -41,7 +45,30 @@ class TimedSocket:
         return getattr(self._sock, name)
 
 
+_request_path = threading.local()  # the path of the request whose error is being written
+
+
+def _write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error replies (414 URI too long, 431 headers too large, a malformed
+    request line...) in the dialect of the request's path, as JSON instead of HTML."""
+    body = error_body(getattr(_request_path, "path", "") or "", ApiError(status_int, mesg or reason))
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class LannerWorker(ThreadWorker):
+    def init_process(self):
+        util.write_error = _write_json_error  # this worker process only
+        super().init_process()
+
+    def handle_error(self, req, client, addr, exc):
+        _request_path.path = getattr(req, "path", None) or getattr(getattr(exc, "req", None), "path", "")
+        try:
+            super().handle_error(req, client, addr, exc)
+        finally:
+            _request_path.path = ""
+
     def enqueue_req(self, conn):
         """A new connection with nothing to read yet waits in the poller, not in a request
         thread (gunicorn would hold a thread for up to 5 s first: 100 idle connections then
