@@ -43,6 +43,8 @@ def read_json(req: falcon.Request, ctx: ServerContext):
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON in request body: {e}") from None
+    except RecursionError:  # the parser's own limit (~1000 levels)
+        raise ApiError(400, "request body is nested too deeply") from None
 
 
 def send_json(resp: falcon.Response, obj, status: int = 200) -> None:
