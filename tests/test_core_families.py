@@ -1,0 +1,113 @@
+"""Each model family the core loads beyond the two real models (tiny random-weight GGUFs from
+tests/tiny_gguf.py) gives the numpy reference's logits (tests/reference/numpy_forward.py).
+
+Families: llama3 (`llama` + rope_freqs), mistral (`llama` + sliding window, SentencePiece),
+gemma2 (soft-capping, sandwich norms, alternating windows), phi3 (fused qkv and gate/up,
+LongRoPE). F32 weights: per-position cosine >= 0.9999 and the same argmax everywhere (measured
+1.0 to 6 digits); Q8_0: >= 0.9995 (ggml quantizes activations to 8 bits; near-ties may flip).
+Each family's own feature is shown to matter: the reference with it switched off is far away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import lanner._core as core
+from reference.numpy_forward import ReferenceModel
+from tiny_gguf import FAMILIES, write_tiny_family
+
+# 20 tokens: longer than the tiny windows (6), spans several RoPE wavelengths
+IDS = [5, 9, 33, 70, 100, 200, 17, 8, 44, 300, 12, 13, 2, 3, 4, 60, 61, 62, 63, 64]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("families")
+    return {(f, wt): write_tiny_family(d / f"{f}-{wt}.gguf", f, weight_type=wt)
+            for f in FAMILIES for wt in ("F32", "Q8_0")}
+
+
+def _core_logits(path: str, n_ctx: int = 128, ids=IDS) -> np.ndarray:
+    m = core.Model(path)
+    c = core.Context(m, n_ctx=n_ctx, n_batch=64, n_seq_max=1, n_threads=2)
+    n = len(ids)
+    return c.decode(np.array(ids, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
+                    np.ones(n, np.uint8)).copy()
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_f32_matches_reference(files, family):
+    path = files[family, "F32"]
+    got, want = _core_logits(path), ReferenceModel(path, n_ctx=128).forward(IDS)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    cos = _cos(got, want)
+    assert cos.min() >= 0.9999, (family, cos)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_q8_0_matches_reference(files, family):
+    path = files[family, "Q8_0"]
+    cos = _cos(_core_logits(path), ReferenceModel(path, n_ctx=128).forward(IDS))
+    assert cos.min() >= 0.9995, (family, cos)  # measured 0.99963-0.99990
+
+
+def _ablated(path: str, n_ctx: int = 128, **changes) -> np.ndarray:
+    ref = ReferenceModel(path, n_ctx=n_ctx)
+    if "rope_factors" in changes:
+        ref.rope_factors = changes.pop("rope_factors")
+    ref.hparams = dataclasses.replace(ref.hparams, **changes)
+    return ref.forward(IDS)
+
+
+# (family, what is switched off in the reference); min cosine to the core then: 0.49-0.995
+ABLATIONS = [
+    ("llama3", dict(rope_factors=None)),
+    ("mistral", dict(sliding_window=0, layer_swa=(False, False))),
+    ("gemma2", dict(attn_softcap=0.0)),
+    ("gemma2", dict(final_softcap=0.0)),
+    ("gemma2", dict(layer_swa=(False,) * 4)),
+    ("phi3", dict(rope_factors=None)),
+    ("phi3", dict(rope_attn_factor=1.0)),
+]
+
+
+@pytest.mark.parametrize("family,changes", ABLATIONS, ids=lambda x: x if isinstance(x, str) else
+                         "-".join(x))
+def test_family_feature_is_what_matches(files, family, changes):
+    """The comparison above can fail: without the family's feature the reference is far away."""
+    path = files[family, "F32"]
+    assert _cos(_core_logits(path), _ablated(path, **changes)).min() < 0.999
+
+
+def test_phi3_longrope_factors_follow_the_context(files):
+    """Long factors when the context exceeds rope.scaling.original_context_length (64), else
+    short ones, as llama.cpp chooses them; the two differ."""
+    path = files["phi3", "F32"]
+    short, long = _core_logits(path, n_ctx=64), _core_logits(path, n_ctx=128)
+    assert _cos(short, ReferenceModel(path, n_ctx=64).forward(IDS)).min() >= 0.9999
+    assert _cos(long, ReferenceModel(path, n_ctx=128).forward(IDS)).min() >= 0.9999
+    assert _cos(short, long).min() < 0.99
+
+
+def test_families_report_their_architecture(files):
+    archs = {f: core.Model(files[f, "F32"]).arch for f in FAMILIES}
+    assert archs == {"llama3": "llama", "mistral": "llama", "gemma2": "gemma2", "phi3": "phi3"}
+
+
+def test_gemma2_softcap_defaults(tmp_path):
+    """Without the keys Gemma 2's published caps (50, 30) apply; tiny logits stay far below
+    30, so the default-capped model differs from the tiny file's (2, 3) caps."""
+    path = write_tiny_family(tmp_path / "g2.gguf", "gemma2", attn_logit_softcapping=None,
+                             final_logit_softcapping=None)
+    ref = ReferenceModel(path, n_ctx=128)
+    assert (ref.hparams.attn_softcap, ref.hparams.final_softcap) == (50.0, 30.0)
+    assert _cos(_core_logits(path), ref.forward(IDS)).min() >= 0.9999
