@@ -111,3 +111,28 @@ def test_gemma2_softcap_defaults(tmp_path):
     ref = ReferenceModel(path, n_ctx=128)
     assert (ref.hparams.attn_softcap, ref.hparams.final_softcap) == (50.0, 30.0)
     assert _cos(_core_logits(path), ref.forward(IDS)).min() >= 0.9999
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_llm_facade_generates_each_family(files, family):
+    """lanner.LLM loads each family, reports it, and its greedy generation is the core's argmax
+    chain; the chat template is the family's built-in fallback."""
+    import lanner
+
+    path = files[family, "F32"]
+    prompt = IDS[:8]
+    c = core.Context(core.Model(path), n_ctx=128, n_batch=64, n_seq_max=1, n_threads=1)
+    row = c.decode(np.array(prompt, np.int32), np.arange(8, dtype=np.int32), np.zeros(8, np.int32),
+                   np.array([0] * 7 + [1], np.uint8))[0].copy()
+    want = []
+    for i in range(8):
+        want.append(int(np.argmax(row)))
+        row = c.decode(np.array(want[-1:], np.int32), np.array([8 + i], np.int32), np.zeros(1, np.int32),
+                       np.ones(1, np.uint8))[0].copy()
+    with lanner.LLM(path, n_ctx=128, n_threads=1, n_parallel=1) as llm:
+        assert llm.metadata["architecture"] == {"llama3": "llama", "mistral": "llama"}.get(family, family)
+        origin = {"llama3": "llama3", "gemma2": "gemma", "phi3": "phi3"}.get(family)
+        assert origin is None or llm.metadata["chat_template_origin"] == origin
+        out = llm.generate(prompt, max_tokens=8, temperature=0, ignore_eos=True)
+        assert out.token_ids == want
+        assert llm.chat([{"role": "user", "content": "Hi"}], max_tokens=4).finish_reason in ("stop", "length")
