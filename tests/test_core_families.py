@@ -30,9 +30,9 @@ def files(tmp_path_factory) -> dict:
             for f in FAMILIES for wt in ("F32", "Q8_0")}
 
 
-def _core_logits(path: str, n_ctx: int = 128, ids=IDS) -> np.ndarray:
+def _core_logits(path: str, n_ctx: int = 128, ids=IDS, flash_attn: bool = True) -> np.ndarray:
     m = core.Model(path)
-    c = core.Context(m, n_ctx=n_ctx, n_batch=64, n_seq_max=1, n_threads=2)
+    c = core.Context(m, n_ctx=n_ctx, n_batch=64, n_seq_max=1, n_threads=2, flash_attn=flash_attn)
     n = len(ids)
     return c.decode(np.array(ids, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
                     np.ones(n, np.uint8)).copy()
@@ -50,6 +50,16 @@ def test_f32_matches_reference(files, family):
     assert got.shape == want.shape and np.isfinite(got).all()
     cos = _cos(got, want)
     assert cos.min() >= 0.9999, (family, cos)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_f32_softmax_attention_path_matches_reference(files, family):
+    """The non-flash path (softmax(KQ)V over a transposed V cache) too: soft-capping, windows,
+    the fused-qkv split's V layout."""
+    path = files[family, "F32"]
+    got, want = _core_logits(path, flash_attn=False), ReferenceModel(path, n_ctx=128).forward(IDS)
+    assert _cos(got, want).min() >= 0.9999
     assert (got.argmax(1) == want.argmax(1)).all()
 
 
