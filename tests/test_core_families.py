@@ -146,3 +146,19 @@ def test_llm_facade_generates_each_family(files, family):
         out = llm.generate(prompt, max_tokens=8, temperature=0, ignore_eos=True)
         assert out.token_ids == want
         assert llm.chat([{"role": "user", "content": "Hi"}], max_tokens=4).finish_reason in ("stop", "length")
+
+
+def test_phi3_separate_qkv_equals_fused(tmp_path):
+    """phi3 files may carry attn_q/k/v instead of attn_qkv: the same rows give the same logits."""
+    from tiny_gguf import family_tensors, family_vocab
+
+    fused = write_tiny_family(tmp_path / "fused.gguf", "phi3")
+    t = family_tensors("phi3", len(family_vocab("phi3")["tokenizer.ggml.tokens"]))
+    split = {}
+    for il in range(2):
+        qkv = t[f"blk.{il}.attn_qkv.weight"]  # (64 + 32 + 32, 64): q, k, v rows
+        split.update({f"blk.{il}.attn_q.weight": qkv[:64], f"blk.{il}.attn_k.weight": qkv[64:96],
+                      f"blk.{il}.attn_v.weight": qkv[96:]})
+    separate = write_tiny_family(tmp_path / "separate.gguf", "phi3", tensor_overrides=split,
+                                 skip_tensors={"blk.0.attn_qkv.weight", "blk.1.attn_qkv.weight"})
+    np.testing.assert_allclose(_core_logits(separate), _core_logits(fused), rtol=0, atol=1e-5)
