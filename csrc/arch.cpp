@@ -8,6 +8,8 @@ namespace lanner {
 static const ArchDef k_archs[] = {
     {"llama", llama_load, llama_build},
     {"gemma3", gemma3_load, gemma3_build},
+    {"gemma2", gemma2_load, gemma2_build},
+    {"phi3", phi3_load, phi3_build},
 };
 
 const ArchDef* arch_find(const std::string& name) {

@@ -24,5 +24,9 @@ void llama_load(Model& m);
 ggml_tensor* llama_build(GraphBuild& b);
 void gemma3_load(Model& m);
 ggml_tensor* gemma3_build(GraphBuild& b);
+void gemma2_load(Model& m);
+ggml_tensor* gemma2_build(GraphBuild& b);
+void phi3_load(Model& m);
+ggml_tensor* phi3_build(GraphBuild& b);
 
 }  // namespace lanner

@@ -10,11 +10,35 @@ ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w) {
     return ggml_mul(b.ctx, x, w);
 }
 
-ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale) {
+ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale, ggml_tensor* factors) {
     const auto& hp = b.m.hp;
-    return ggml_rope_ext(b.ctx, x, b.in.pos, nullptr, hp.n_rot, hp.rope_mode, hp.n_ctx_train, base,
-                         freq_scale, /*ext_factor=*/0.0f, /*attn_factor=*/1.0f, /*beta_fast=*/32.0f,
+    return ggml_rope_ext(b.ctx, x, b.in.pos, factors, hp.n_rot, hp.rope_mode, hp.n_ctx_train, base,
+                         freq_scale, /*ext_factor=*/0.0f, hp.rope_attn_factor, /*beta_fast=*/32.0f,
                          /*beta_slow=*/1.0f);
+}
+
+ggml_tensor* blk_rope_factors(const GraphBuild& b) {
+    const Model& m = b.m;
+    if (m.rope_freqs) return m.rope_freqs;
+    return b.kv.n_ctx > m.hp.n_ctx_orig ? m.rope_long : m.rope_short;
+}
+
+Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w) {
+    const auto& hp = b.m.hp;
+    ggml_context* ctx = b.ctx;
+    const int64_t hk = hp.n_embd_head_k, hv = hp.n_embd_head_v, T = b.n_tokens;
+    if (!w.wqkv) {
+        return {ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wq, h), hk, hp.n_head, T),
+                ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wk, h), hk, hp.n_head_kv, T),
+                ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wv, h), hv, hp.n_head_kv, T)};
+    }
+    ggml_tensor* qkv = ggml_mul_mat(ctx, w.wqkv, h);  // [n_head*hk + n_head_kv*(hk + hv), T]: q, k, v rows
+    const size_t es = ggml_element_size(qkv);
+    const size_t off_k = es * hk * hp.n_head, off_v = off_k + es * hk * hp.n_head_kv;
+    ggml_tensor* q = ggml_view_3d(ctx, qkv, hk, hp.n_head, T, es * hk, qkv->nb[1], 0);
+    ggml_tensor* k = ggml_view_3d(ctx, qkv, hk, hp.n_head_kv, T, es * hk, qkv->nb[1], off_k);
+    ggml_tensor* v = ggml_view_3d(ctx, qkv, hv, hp.n_head_kv, T, es * hv, qkv->nb[1], off_v);
+    return {ggml_cont(ctx, q), ggml_cont(ctx, k), ggml_cont(ctx, v)};  // contiguous for reshapes
 }
 
 ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v,
@@ -45,11 +69,16 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
     if (!b.kv.v_trans) {
         ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, hp.n_embd_head_v, b.n_kv, hp.n_head_kv, v_cache->nb[1],
                                          ggml_row_size(v_cache->type, hp.n_embd_head_v), 0);
-        out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, mask, scale, 0.0f, 0.0f);
+        out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, mask, scale, 0.0f, hp.attn_softcap);
         ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);  // out: [hd_v, n_head, T]
     } else {
         ggml_tensor* kq = ggml_mul_mat(ctx, kv_k, q);  // [n_kv, T, n_head]; head h reads kv head h/group
-        kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
+        if (hp.attn_softcap > 0.0f) {  // cap * tanh(scale * kq / cap), then softmax unscaled
+            kq = blk_softcap(b, ggml_scale(ctx, kq, scale), hp.attn_softcap);
+            kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f, 0.0f);
+        } else {
+            kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
+        }
         // values of the visited cells, transposed: [n_kv, hd_v, n_head_kv]
         ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, b.n_kv, hp.n_embd_head_v, hp.n_head_kv, v_cache->nb[1],
                                          v_cache->nb[1] * hp.n_embd_head_v, 0);
@@ -60,17 +89,27 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
 }
 
 ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu) {
+    if (!w.ffn_gate) {  // fused: [2*n_ff, T], gate rows then up rows
+        ggml_tensor* gu = ggml_mul_mat(b.ctx, w.ffn_up, x);
+        ggml_tensor* h = glu == Glu::swiglu ? ggml_swiglu(b.ctx, gu) : ggml_geglu(b.ctx, gu);  // [n_ff, T]
+        return ggml_mul_mat(b.ctx, w.ffn_down, h);
+    }
     ggml_tensor* gate = ggml_mul_mat(b.ctx, w.ffn_gate, x);  // [n_ff, T]
     ggml_tensor* up = ggml_mul_mat(b.ctx, w.ffn_up, x);      // [n_ff, T]
     ggml_tensor* h = glu == Glu::swiglu ? ggml_swiglu_split(b.ctx, gate, up) : ggml_geglu_split(b.ctx, gate, up);
     return ggml_mul_mat(b.ctx, w.ffn_down, h);  // [n_embd, T]
 }
 
+ggml_tensor* blk_softcap(GraphBuild& b, ggml_tensor* x, float cap) {
+    return ggml_scale(b.ctx, ggml_tanh(b.ctx, ggml_scale(b.ctx, x, 1.0f / cap)), cap);
+}
+
 ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x) {
     if (b.n_outputs == 0) return x;  // KV-only ubatch: nothing to project
     if (b.n_outputs != b.n_tokens) x = ggml_get_rows(b.ctx, x, b.in.out_ids);  // [n_embd, n_outputs]
     x = blk_rms_norm(b, x, b.m.output_norm);
-    return ggml_mul_mat(b.ctx, b.m.output, x);  // [n_vocab, n_outputs]
+    x = ggml_mul_mat(b.ctx, b.m.output, x);  // [n_vocab, n_outputs]
+    return b.m.hp.final_softcap > 0.0f ? blk_softcap(b, x, b.m.hp.final_softcap) : x;
 }
 
 }  // namespace lanner

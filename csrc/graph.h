@@ -1,7 +1,8 @@
-// Graph blocks shared by every architecture: inputs of one ubatch, RMSNorm, RoPE, attention
-// over the KV cache (writes this ubatch's K/V into its cells, then attention under a causal +
-// per-sequence (+ sliding-window) mask: flash attention, or softmax(KQ)V with a transposed V
-// cache), gated FFN, output head.
+// Graph blocks shared by every architecture: inputs of one ubatch, RMSNorm, RoPE (with optional
+// frequency factors), Q/K/V projections (separate or fused), attention over the KV cache (writes
+// this ubatch's K/V into its cells, then attention under a causal + per-sequence (+ sliding-window)
+// mask, scores soft-capped when the model says so: flash attention, or softmax(KQ)V with a
+// transposed V cache), gated FFN (separate or fused gate/up), output head (+ final soft-cap).
 // models/<arch>.cpp compose these; nothing here knows an architecture's name.
 #pragma once
 #include "ggml.h"
@@ -33,12 +34,31 @@ struct GraphBuild {
 
 enum class Glu { swiglu, geglu };
 
+struct Qkv {
+    ggml_tensor* q;  // [hd_k, n_head, T]
+    ggml_tensor* k;  // [hd_k, n_head_kv, T]
+    ggml_tensor* v;  // [hd_v, n_head_kv, T]
+};
+
 ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w);  // x: [n, ...]
-ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale);  // [hd, n_h, T]
+// x: [hd, n_h, T]. factors: [n_rot/2] F32 or null; pair i turns by pos*freq_scale*theta_i/factors[i];
+// cos/sin are multiplied by hp.rope_attn_factor.
+ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale,
+                      ggml_tensor* factors = nullptr);
+// The model's RoPE factors for this context: rope_freqs if present, else LongRoPE's long factors
+// when the context (KV cells) exceeds rope.scaling.original_context_length, else the short ones.
+ggml_tensor* blk_rope_factors(const GraphBuild& b);
+// h: [n_embd, T] (normed) -> q/k/v from attn_q/k/v, or split from the fused attn_qkv output.
+Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w);
 // q: [hd_k, n_head, T], k: [hd_k, n_head_kv, T], v: [hd_v, n_head_kv, T] -> [hd_v*n_head, T]
+// Scores are scale * q.k, soft-capped by hp.attn_softcap when > 0.
 ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v,
                            float scale, bool swa);
-ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu);  // [n_embd, T]
-ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x);  // [n_embd, T] -> [n_vocab, n_outputs]
+// Gated FFN: glu(gate(x)) * up(x), or with ffn_gate null, ffn_up's output split in halves
+// (gate rows first, then up rows), then down. -> [n_embd, T]
+ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu);
+ggml_tensor* blk_softcap(GraphBuild& b, ggml_tensor* x, float cap);  // cap * tanh(x / cap)
+// [n_embd, T] -> [n_vocab, n_outputs]; soft-capped by hp.final_softcap when > 0
+ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x);
 
 }  // namespace lanner

@@ -70,6 +70,8 @@ void Model::read_base_hparams(int n_ctx_train, float rms_eps, float rope_base) {
     hp.rope_base = (float)f.get_float(key("rope.freq_base"), rope_base);
     if (f.get_str(key("rope.scaling.type"), "none") == "linear")
         hp.rope_freq_scale = 1.0f / (float)f.get_float(key("rope.scaling.factor"), 1.0);
+    hp.n_ctx_orig = (int)f.get_int(key("rope.scaling.original_context_length"), hp.n_ctx_train);
+    hp.rope_attn_factor = (float)f.get_float(key("rope.scaling.attn_factor"), 1.0);
     check_head_dims();
 }
 
@@ -118,6 +120,18 @@ void Model::bind_ffn(int il, LayerWeights& w) {
     w.ffn_down = need(p + "ffn_down.weight", {hp.n_ff, hp.n_embd});
 }
 
+void Model::bind_rope_factors() {
+    const int64_t n = hp.n_rot / 2;
+    rope_freqs = opt("rope_freqs.weight", {n});
+    rope_long = opt("rope_factors_long.weight", {n});
+    rope_short = opt("rope_factors_short.weight", {n});
+    for (ggml_tensor* t : {rope_freqs, rope_long, rope_short})
+        if (t && t->type != GGML_TYPE_F32)
+            file->fail(std::string("tensor '") + t->name + "' has type " + ggml_type_name(t->type) + ", expected f32");
+    if ((rope_long == nullptr) != (rope_short == nullptr))
+        file->fail("rope_factors_long and rope_factors_short must come together");
+}
+
 void Model::choose_device() {
     const char* want = std::getenv("LANNER_DEVICE");
     bool force_cpu = want && std::strcmp(want, "cpu") == 0;
@@ -136,7 +150,7 @@ void Model::choose_device() {
 std::vector<ggml_tensor*> Model::matmul_only_weights() const {
     std::vector<ggml_tensor*> out;
     for (const auto& w : layers)
-        for (ggml_tensor* t : {w.wq, w.wk, w.wv, w.wo, w.ffn_gate, w.ffn_up, w.ffn_down})
+        for (ggml_tensor* t : {w.wqkv, w.wq, w.wk, w.wv, w.wo, w.ffn_gate, w.ffn_up, w.ffn_down})
             if (t) out.push_back(t);
     if (output && output != tok_embd) out.push_back(output);
     return out;

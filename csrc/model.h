@@ -31,7 +31,11 @@ struct HParams {
     float rope_base = 10000.0f;        // global layers
     float rope_freq_scale = 1.0f;      // global layers (1/linear factor)
     float rope_base_swa = 10000.0f;    // sliding-window layers
+    float rope_attn_factor = 1.0f;     // multiplies RoPE's cos/sin (LongRoPE's attention factor)
+    int n_ctx_orig = 0;                // rope.scaling.original_context_length (else n_ctx_train)
     float attn_scale = 0.0f;           // 0 -> 1/sqrt(n_embd_head_k)
+    float attn_softcap = 0.0f;         // 0 = off; else scores = cap * tanh(scores / cap)
+    float final_softcap = 0.0f;        // 0 = off; else logits = cap * tanh(logits / cap)
     int n_swa = 0;                     // sliding window in positions; 0 = none
     std::vector<uint8_t> layer_is_swa; // [n_layer]
 
@@ -41,6 +45,7 @@ struct HParams {
 
 struct LayerWeights {
     ggml_tensor* attn_norm = nullptr;       // [n_embd]
+    ggml_tensor* wqkv = nullptr;            // [n_embd, (n_head + 2*n_head_kv)*hd] fused (phi3), else:
     ggml_tensor* wq = nullptr;              // [n_embd, n_head*hd_k]
     ggml_tensor* wk = nullptr;              // [n_embd, n_head_kv*hd_k]
     ggml_tensor* wv = nullptr;              // [n_embd, n_head_kv*hd_v]
@@ -49,8 +54,8 @@ struct LayerWeights {
     ggml_tensor* k_norm = nullptr;          // [hd_k] (gemma3)
     ggml_tensor* post_attn_norm = nullptr;  // [n_embd] (gemma3)
     ggml_tensor* ffn_norm = nullptr;        // [n_embd]
-    ggml_tensor* ffn_gate = nullptr;        // [n_embd, n_ff]
-    ggml_tensor* ffn_up = nullptr;          // [n_embd, n_ff]
+    ggml_tensor* ffn_gate = nullptr;        // [n_embd, n_ff]; null when ffn_up is fused (phi3)
+    ggml_tensor* ffn_up = nullptr;          // [n_embd, n_ff], or [n_embd, 2*n_ff] = gate then up
     ggml_tensor* ffn_down = nullptr;        // [n_ff, n_embd]
     ggml_tensor* post_ffn_norm = nullptr;   // [n_embd] (gemma3)
 };
@@ -65,6 +70,11 @@ struct Model {
     ggml_tensor* output_norm = nullptr;  // [n_embd]
     ggml_tensor* output = nullptr;       // [n_embd, n_vocab]; == tok_embd when tied
     std::vector<LayerWeights> layers;
+    // RoPE frequency factors [n_rot/2] (each pair's angle is divided by its factor), shared by
+    // every layer: rope_freqs (Llama 3.1+), or LongRoPE's long/short pair (phi3). All optional.
+    ggml_tensor* rope_freqs = nullptr;
+    ggml_tensor* rope_long = nullptr;
+    ggml_tensor* rope_short = nullptr;
 
     ggml_backend_dev_t device = nullptr;  // where weights live and graphs run
     std::vector<ggml_backend_buffer_t> weights_bufs;  // one per buffer type used
@@ -95,6 +105,7 @@ struct Model {
     void bind_common();            // token_embd, output_norm, output (tied if absent); sizes layers
     void bind_attention(int il, LayerWeights& w);  // attn_norm, q/k/v/o
     void bind_ffn(int il, LayerWeights& w);        // ffn_norm, gate/up/down
+    void bind_rope_factors();                      // rope_freqs, rope_factors_{long,short} if present
 
   private:
     void choose_device();

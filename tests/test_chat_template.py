@@ -1,5 +1,5 @@
 """Chat templates: the model's own template vs transformers, HF environment semantics, built-in
-Gemma/ChatML fallbacks, errors and sandbox escapes."""
+Gemma/Llama 3/Phi-3/ChatML fallbacks, errors and sandbox escapes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import datetime
 
 import pytest
 
-from lanner.text.chat_template import CHATML_TEMPLATE, GEMMA_TEMPLATE, ChatTemplate, ChatTemplateError
+from lanner.text.chat_template import (CHATML_TEMPLATE, GEMMA_TEMPLATE, LLAMA3_TEMPLATE, PHI3_TEMPLATE,
+                                       ChatTemplate, ChatTemplateError)
 from reference_tokenizers import hf_tokenizer, lanner_tokenizer, metadata
 
 CONVERSATIONS = [
@@ -142,6 +143,64 @@ def test_chatml_fallback_for_other_architectures():
     assert out == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tmpl.render([{"role": "user", "content": "x"}], add_generation_prompt=False) == \
         "<|im_start|>user\nx<|im_end|>\n"
+
+
+def _tiny_family_vocab(family: str):
+    """(metadata, tokenizer) of a tiny family model's vocabulary (tests/tiny_vocab.py)."""
+    from lanner.text.tokenizer import Tokenizer
+    from tiny_gguf import family_vocab
+
+    meta = dict(family_vocab(family), **{"general.architecture": "llama" if family == "llama3" else family})
+    return meta, Tokenizer.from_metadata(meta)
+
+
+def test_llama3_fallback_documented_format():
+    """Meta's Llama 3 prompt format: BOS, a header per message, text trimmed, <|eot_id|> after each."""
+    meta, tok = _tiny_family_vocab("llama3")
+    tmpl = ChatTemplate.from_metadata(meta, tok)
+    assert tmpl.name == "llama3" and tmpl.source == LLAMA3_TEMPLATE
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi \n"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": [{"type": "text", "text": "Bye"}]}]
+    assert tmpl.render(messages) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    tool = tmpl.render([{"role": "ipython", "content": "42"}], add_generation_prompt=False)
+    assert tool == "<|begin_of_text|><|start_header_id|>ipython<|end_header_id|>\n\n42<|eot_id|>"
+    # chosen by the vocabulary, also without a tokenizer object
+    assert ChatTemplate.from_metadata(meta).name == "llama3"
+    ids = tok.encode(tmpl.render(messages[:2]), parse_special=True)
+    assert ids.count(tok.bos_id) == 1 and ids[0] == tok.bos_id
+    assert ids.count(tok.token_id("<|eot_id|>")) == 2 and tok.is_eog(tok.token_id("<|eot_id|>"))
+
+
+def test_phi3_fallback_documented_format():
+    """Microsoft's Phi-3 format: <|role|>\n{text}<|end|>\n per message, <|assistant|>\n to reply."""
+    meta, tok = _tiny_family_vocab("phi3")
+    tmpl = ChatTemplate.from_metadata(meta, tok)
+    assert tmpl.name == "phi3" and tmpl.source == PHI3_TEMPLATE
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    assert tmpl.render(messages) == (
+        "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello.<|end|>\n"
+        "<|user|>\nBye<|end|>\n<|assistant|>\n")
+    assert tmpl.render(messages[1:2], add_generation_prompt=False) == "<|user|>\nHi<|end|>\n"
+    with pytest.raises(ChatTemplateError, match="tool"):
+        tmpl.render([{"role": "tool", "content": "42"}])
+    # by vocabulary too (a phi3-vocabulary model of another architecture)
+    assert ChatTemplate.from_metadata(dict(meta, **{"general.architecture": "llama"}), tok).name == "phi3"
+    ids = tok.encode(tmpl.render(messages[1:2]), parse_special=True)
+    assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1  # the tokenizer adds BOS
+    assert tok.token_id("<|user|>") in ids and tok.is_eog(tok.token_id("<|end|>"))
+
+
+def test_gemma_fallback_for_gemma2():
+    meta, tok = _tiny_family_vocab("gemma2")
+    tmpl = ChatTemplate.from_metadata(meta, tok)
+    assert tmpl.name == "gemma" and tmpl.bos_token == "<bos>"
+    assert tok.is_eog(tok.token_id("<end_of_turn>")) and tok.is_eog(tok.eos_id)
 
 
 def test_named_template_missing():

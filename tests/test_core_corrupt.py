@@ -210,3 +210,45 @@ def test_process_still_healthy_after_errors(tmp_path, good):
     c = core.Context(m, n_ctx=32, n_batch=8, n_seq_max=1, n_threads=1)
     out = c.decode(np.arange(4, dtype=np.int32), np.arange(4, dtype=np.int32), np.zeros(4, np.int32), np.ones(4, bool))
     assert out.shape == (4, m.n_vocab) and np.isfinite(out).all()
+
+
+# ---- family metadata and tensors (tests/tiny_gguf.py families) ---------------------------------
+
+from tiny_gguf import write_tiny_family  # noqa: E402
+
+_F32 = np.float32
+FAMILY_DAMAGE = [
+    # (family, writer overrides, message)
+    ("llama3", dict(tensor_overrides={"rope_freqs.weight": np.ones(7, _F32)}),
+     r"'rope_freqs.weight' has shape \[7\], expected \[8\]"),
+    ("llama3", dict(tensor_overrides={"rope_freqs.weight": np.ones(8, np.float16)}),
+     "'rope_freqs.weight' has type f16, expected f32"),
+    ("llama3", dict(skip_tensors={"rope_freqs.weight"}, **{"rope.scaling.type": "llama3"}),
+     "llama3 needs the rope_freqs tensor"),
+    ("llama3", {"rope.scaling.type": "yarn"}, "rope.scaling.type 'yarn' is not supported for llama"),
+    ("mistral", {"attention.sliding_window": "six"}, "'llama.attention.sliding_window' has type str"),
+    ("phi3", dict(tensor_overrides={"rope_factors_long.weight": np.ones(16, _F32)}),
+     r"'rope_factors_long.weight' has shape \[16\], expected \[8\]"),
+    ("phi3", dict(tensor_overrides={"rope_factors_short.weight": np.ones((2, 8), _F32)}),
+     r"'rope_factors_short.weight' has shape \[8, 2\], expected \[8\]"),
+    ("phi3", dict(skip_tensors={"rope_factors_short.weight"}), "must come together"),
+    ("phi3", dict(tensor_overrides={"blk.1.attn_qkv.weight": np.zeros((96, 64), _F32)}),
+     r"'blk.1.attn_qkv.weight' has shape \[64, 96\], expected \[64, 128\]"),
+    ("phi3", dict(skip_tensors={"blk.0.attn_qkv.weight"}), "missing required tensor 'blk.0.attn_q.weight'"),
+    ("phi3", dict(tensor_overrides={"blk.0.ffn_up.weight": np.zeros((96, 64), _F32)}),
+     r"'blk.0.ffn_up.weight' has shape \[64, 96\], expected \[64, 192\]"),
+    ("phi3", {"rope.scaling.attn_factor": 0.0}, "rope.scaling.attn_factor"),
+    ("gemma2", {"final_logit_softcapping": -1.0}, "soft-capping values must be positive"),
+    ("gemma2", {"attention.sliding_window_pattern": 0}, "sliding_window_pattern = 0"),
+    ("gemma2", dict(skip_tensors={"blk.3.post_ffw_norm.weight"}),
+     "missing required tensor 'blk.3.post_ffw_norm.weight'"),
+]
+
+
+@pytest.mark.parametrize("family,damage,match", FAMILY_DAMAGE,
+                         ids=[f"{f}-{m[:24]}" for f, _, m in FAMILY_DAMAGE])
+def test_family_damage_is_a_clean_error(tmp_path, family, damage, match):
+    p = write_tiny_family(tmp_path / "bad.gguf", family, **damage)
+    with pytest.raises(core.ModelLoadError, match=match) as ei:
+        core.Model(p)
+    assert str(p) in str(ei.value)

@@ -258,3 +258,70 @@ def test_tiny_spm_matches_sentencepiece(add_space_prefix):
 def test_unsupported_model_raises():
     with pytest.raises(NotImplementedError, match="bert"):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]})
+
+
+# ---- llama-bpe (Llama 3): a byte-level BPE trained on the corpus, written to a tiny GGUF -----
+
+@pytest.fixture(scope="module")
+def llama3_tiny(tmp_path_factory):
+    """(our tokenizer from the tiny llama3 GGUF's metadata, the GGUF path)."""
+    from gguf_metadata import read_metadata
+    from tiny_gguf import write_tiny_family
+
+    path = write_tiny_family(tmp_path_factory.mktemp("tok") / "llama3.gguf", "llama3")
+    return Tokenizer.from_metadata(read_metadata(path)), path
+
+
+def test_llama_bpe_matches_its_training_tokenizer(llama3_tiny):
+    """Reference: transformers running the tokenizer.json the vocabulary was trained as (Meta's
+    Llama 3 split regex, byte-level, ignore_merges, control tokens): identical on every string."""
+    from tokenizers import Tokenizer as HFTok
+    from transformers import PreTrainedTokenizerFast
+
+    from tiny_vocab import llama3_hf_tokenizer_json
+
+    ours, _ = llama3_tiny
+    ref = PreTrainedTokenizerFast(tokenizer_object=HFTok.from_str(llama3_hf_tokenizer_json()))
+    assert ours.model == "gpt2" and ours.n_vocab == len(ref)
+    for text in CORPUS + ["<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"]:
+        assert ours.encode(text, add_special=False, parse_special=True) == \
+            ref(text, add_special_tokens=False)["input_ids"], text
+
+
+def test_llama_bpe_vs_transformers_gguf_loader(llama3_tiny):
+    """transformers' own GGUF loader ignores `tokenizer.ggml.pre` and splits with GPT-2's regex;
+    every mismatch must vanish once its pre-tokenizer is Llama 3's split."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from tokenizers import Regex, pre_tokenizers
+    from tokenizers import Tokenizer as HFTok
+    from transformers import AutoTokenizer
+
+    from tiny_vocab import LLAMA3_PATTERN
+
+    ours, path = llama3_tiny
+    saved = gguf_utils.is_torch_available
+    gguf_utils.is_torch_available = lambda: True  # as reference_tokenizers.hf_tokenizer does
+    try:
+        ref = AutoTokenizer.from_pretrained(str(path.rsplit("/", 1)[0]), gguf_file=path.rsplit("/", 1)[1])
+    finally:
+        gguf_utils.is_torch_available = saved
+    fixed = HFTok.from_str(ref.backend_tokenizer.to_str())  # a copy: `ref` stays as loaded
+    fixed.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    matched = 0
+    for text in CORPUS:
+        mine = ours.encode(text, add_special=False, parse_special=True)
+        if mine == ref(text, add_special_tokens=False)["input_ids"]:
+            matched += 1
+        else:
+            assert mine == fixed.encode(text, add_special_tokens=False).ids, text
+    print(f"\nllama-bpe: {matched}/{len(CORPUS)} identical to transformers' GGUF loader, "
+          f"the rest explained by its GPT-2 split")
+    assert len(CORPUS) // 2 <= matched < len(CORPUS)  # measured 227/256
+
+
+def test_llama3_end_of_generation_ids(llama3_tiny):
+    """<|eot_id|> (eot), <|eom_id|> (eom) and <|end_of_text|> (eos) all stop generation."""
+    ours, _ = llama3_tiny
+    assert {ours.token_text(i) for i in ours.eog_ids} == {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"}

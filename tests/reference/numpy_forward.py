@@ -2,7 +2,8 @@
 
 Owns: parsing a GGUF file, dequantizing every weight once to float32 with `gguf.quants` (cached
 per process and path), and one full causal pass `ReferenceModel.forward(tokens)` ->
-(n_tokens, n_vocab) from position 0, for the architectures `llama` and `gemma3` (others raise).
+(n_tokens, n_vocab) from position 0, for the architectures `llama`, `gemma3`, `gemma2` and `phi3`
+(others raise).
 Must not: use a peer engine, a KV cache or batching; it favours plain, checkable math over speed.
 Two modes: float32 math (the default, the truth), and `emulate_ggml=True`, the same graph with
 ggml's CPU arithmetic reproduced bit for bit (ggml_numerics.py), against which the core's logits
@@ -20,6 +21,15 @@ Conventions (details at each use):
   head before RoPE; post-attention / post-FFN norms; GeGLU gelu_tanh(gate) * up; layer i global
   iff (i + 1) % 6 == 0, local layers use RoPE base 10000 and see keys with i - j < window (512);
   scores scaled by 1/sqrt(key_length); softcapping / linear rope scaling only if keys say so.
+- llama extras: `rope_freqs` [n_rot/2] (Llama 3.1+) divides each pair's angle; a declared
+  `attention.sliding_window` (Mistral v0.1) applies to every layer.
+- gemma2: as gemma3 without q/k norms; one RoPE base; layer i local iff i % pattern < pattern - 1
+  (pattern 2 by default: even layers), window default 4096; scores cap * tanh(s / cap) with
+  attn_logit_softcapping (default 50), logits likewise with final_logit_softcapping (default 30).
+- phi3: NeoX RoPE; attn_qkv = [q; k; v] rows, ffn_up = [gate; up] rows (split at load); LongRoPE:
+  angles divided by rope_factors_long when the context exceeds
+  rope.scaling.original_context_length, else rope_factors_short; cos/sin times
+  rope.scaling.attn_factor.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from gguf.quants import dequantize
 
 from . import ggml_numerics as gn
 
-SUPPORTED_ARCHS = ("llama", "gemma3")
+SUPPORTED_ARCHS = ("llama", "gemma3", "gemma2", "phi3")
 
 # Per-layer tensors each architecture uses; any other tensor (biases, rope_freqs, experts, ...)
 # means a feature this reference does not implement, so loading raises instead of ignoring it.
@@ -45,8 +55,13 @@ _LAYER_TENSORS = {
     "gemma3": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm",
                "attn_k_norm", "post_attention_norm", "ffn_norm", "ffn_gate", "ffn_up",
                "ffn_down", "post_ffw_norm"),
+    "gemma2": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "post_attention_norm",
+               "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"),
+    "phi3": ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"),
 }
 _GLOBAL_TENSORS = ("token_embd", "output_norm", "output")
+# Optional global tensors per architecture (RoPE frequency factors).
+_OPTIONAL_GLOBAL = {"llama": ("rope_freqs",), "phi3": ("rope_factors_long", "rope_factors_short")}
 
 # Gemma 3 defaults that GGUF files (like the 270M one) do not store; from the HF configs of the
 # family (`layer_types`: 5 sliding then 1 full, `rope_local_base_freq` 10000).
@@ -83,6 +98,9 @@ class Hparams:
     embd_scale: float         # multiplies the token embedding rows
     attn_softcap: float       # 0 = off; else scores = cap * tanh(scores / cap)
     final_softcap: float      # 0 = off; else logits = cap * tanh(logits / cap)
+    rope_attn_factor: float = 1.0  # multiplies cos and sin (LongRoPE)
+    n_ctx_orig: int = 0       # context LongRoPE's short factors are for (0 = no LongRoPE)
+    n_ctx_train: int = 0      # the file's context_length
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +215,15 @@ def _quant_info(tensors) -> dict[str, QuantInfo]:
 
 
 def _check_tensor_names(arch: str, n_layer: int, weights: dict[str, np.ndarray]) -> None:
-    expected = {f"{n}.weight" for n in _GLOBAL_TENSORS}
+    expected = {f"{n}.weight" for n in _GLOBAL_TENSORS + _OPTIONAL_GLOBAL.get(arch, ())}
     for il in range(n_layer):
         expected |= {f"blk.{il}.{n}.weight" for n in _LAYER_TENSORS[arch]}
     unknown = sorted(set(weights) - expected)
     if unknown:
         raise NotImplementedError(f"{arch}: tensors this reference does not implement: "
                                   f"{unknown[:8]}")
-    missing = sorted(expected - set(weights) - {"output.weight"})
+    optional = {f"{n}.weight" for n in ("output",) + _OPTIONAL_GLOBAL.get(arch, ())}
+    missing = sorted(expected - set(weights) - optional)
     if missing:
         raise ValueError(f"{arch}: missing tensors: {missing[:8]}")
 
@@ -213,8 +232,8 @@ def _rope_scaling(fields, arch: str) -> float:
     """Position multiplier from `{arch}.rope.scaling.*`: 1 for none, 1/factor for linear."""
     kind = _field(fields, f"{arch}.rope.scaling.type", "none")
     factor = float(_field(fields, f"{arch}.rope.scaling.factor", 1.0))
-    if kind == "none" or factor in (0.0, 1.0):
-        return 1.0
+    if kind in ("none", "llama3", "longrope") or factor in (0.0, 1.0):
+        return 1.0  # llama3 / LongRoPE scale through factor tensors, not the position
     if kind == "linear":
         return 1.0 / factor
     raise NotImplementedError(f"rope scaling type {kind!r} is not implemented")
@@ -239,8 +258,12 @@ def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
     n_vocab = weights["token_embd.weight"].shape[0]
     eps = float(_field(fields, a + "attention.layer_norm_rms_epsilon"))
     pos_scale = _rope_scaling(fields, arch)
+    if arch in ("gemma2", "phi3"):
+        return _hparams_gemma2_phi3(fields, arch, n_layer, n_embd, n_vocab, n_head, n_head_kv,
+                                    head_dim_k, head_dim_v, n_rot, eps, pos_scale)
     if arch == "llama":
         base = float(_field(fields, a + "rope.freq_base", 10000.0))
+        window = int(_field(fields, a + "attention.sliding_window", 0))
         return Hparams(
             arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_head=n_head,
             n_head_kv=n_head_kv, head_dim_k=head_dim_k, head_dim_v=head_dim_v, n_rot=n_rot,
@@ -250,9 +273,11 @@ def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
             # HF's rotate_half on the original one. Verified: NeoX here breaks agreement.
             rope_neox=False,
             rope_base=base, rope_base_swa=base, rope_pos_scale=pos_scale,
-            rope_pos_scale_swa=pos_scale, layer_swa=(False,) * n_layer, sliding_window=0,
+            rope_pos_scale_swa=pos_scale, layer_swa=(window > 0,) * n_layer,
+            sliding_window=window,
             attn_scale=1.0 / math.sqrt(head_dim_k), embd_scale=1.0, attn_softcap=0.0,
             final_softcap=0.0,
+            n_ctx_train=int(_field(fields, a + "context_length", 4096)),
         )
     # gemma3
     window = int(_field(fields, a + "attention.sliding_window", 0))
@@ -288,6 +313,61 @@ def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
     )
 
 
+def _hparams_gemma2_phi3(fields, arch, n_layer, n_embd, n_vocab, n_head, n_head_kv, head_dim_k,
+                         head_dim_v, n_rot, eps, pos_scale) -> Hparams:
+    a = arch + "."
+    base = float(_field(fields, a + "rope.freq_base", 10000.0))
+    common = dict(arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_head=n_head,
+                  n_head_kv=n_head_kv, head_dim_k=head_dim_k, head_dim_v=head_dim_v, n_rot=n_rot,
+                  rms_eps=eps, rope_neox=True, rope_base=base, rope_pos_scale=pos_scale,
+                  rope_pos_scale_swa=pos_scale)
+    if arch == "phi3":
+        n_ctx_train = int(_field(fields, a + "context_length", 4096))
+        return Hparams(
+            **common, rope_base_swa=base, layer_swa=(False,) * n_layer, sliding_window=0,
+            attn_scale=1.0 / math.sqrt(head_dim_k), embd_scale=1.0, attn_softcap=0.0,
+            final_softcap=0.0,
+            rope_attn_factor=float(_field(fields, a + "rope.scaling.attn_factor", 1.0)),
+            n_ctx_orig=int(_field(fields, a + "rope.scaling.original_context_length",
+                                  n_ctx_train)),
+            n_ctx_train=n_ctx_train)
+    # gemma2: HF `is_sliding = not bool(layer_idx % 2)`, generalised by the pattern key
+    period = int(_field(fields, a + "attention.sliding_window_pattern", 2))
+    is_27b = n_layer == 46  # gemma-2-27b: query_pre_attn_scalar = n_embd / n_head
+    return Hparams(
+        **common,
+        rope_base_swa=float(_field(fields, a + "rope.freq_base_swa", base)),
+        layer_swa=tuple(il % period < period - 1 for il in range(n_layer)),
+        sliding_window=int(_field(fields, a + "attention.sliding_window", 4096)),
+        attn_scale=1.0 / math.sqrt(n_embd // n_head if is_27b else head_dim_k),
+        embd_scale=float(np.sqrt(np.float32(n_embd))),
+        attn_softcap=float(_field(fields, a + "attn_logit_softcapping", 50.0)),
+        final_softcap=float(_field(fields, a + "final_logit_softcapping", 30.0)),
+        n_ctx_train=int(_field(fields, a + "context_length", 8192)))
+
+
+def _split_fused(hp: Hparams, weights: dict[str, np.ndarray], quant: dict) -> None:
+    """phi3: attn_qkv -> attn_q/k/v and ffn_up -> ffn_gate/up, by rows (in place; the raw rows of
+    a quantized weight split the same way, so the ggml emulation sees the same blocks)."""
+    q_dim = hp.n_head * hp.head_dim_k
+    k_dim = hp.n_head_kv * hp.head_dim_k
+    for il in range(hp.n_layer):
+        p = f"blk.{il}."
+        parts = {"attn_qkv": [("attn_q", 0, q_dim), ("attn_k", q_dim, q_dim + k_dim),
+                              ("attn_v", q_dim + k_dim, None)]}
+        if p + "ffn_gate.weight" not in weights:
+            n_ff = weights[p + "ffn_up.weight"].shape[0] // 2
+            parts["ffn_up"] = [("ffn_gate", 0, n_ff), ("ffn_up", n_ff, None)]
+        for fused, pieces in parts.items():
+            key = p + fused + ".weight"
+            if key not in weights:
+                continue
+            w, info = weights.pop(key), quant.pop(key)
+            for name, a, b in pieces:
+                weights[p + name + ".weight"] = w[a:b]
+                quant[p + name + ".weight"] = QuantInfo(info.qtype, info.raw[a:b])
+
+
 def _load_cached(gguf_path: str | Path):
     key = str(Path(gguf_path).resolve())
     if key not in _CACHE:
@@ -298,7 +378,10 @@ def _load_cached(gguf_path: str | Path):
         weights = _load_weights(tensors)
         hp = _hparams(fields, weights)
         _check_tensor_names(hp.arch, hp.n_layer, weights)
-        _CACHE[key] = (hp, weights, _quant_info(tensors))
+        quant = _quant_info(tensors)
+        if hp.arch == "phi3":
+            _split_fused(hp, weights, quant)
+        _CACHE[key] = (hp, weights, quant)
     return _CACHE[key]
 
 
@@ -320,17 +403,20 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def apply_rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, pos_scale: float,
-               neox: bool) -> np.ndarray:
+               neox: bool, factors: np.ndarray | None = None, attn_factor: float = 1.0) -> np.ndarray:
     """Rotate x (n_tokens, n_heads, head_dim) by position; only the first n_rot elements.
 
-    Pair k (k < n_rot/2) turns by angle pos * pos_scale * base^(-2k/n_rot). The pair is
-    (x[k], x[k + n_rot/2]) when neox else (x[2k], x[2k+1]).
+    Pair k (k < n_rot/2) turns by angle pos * pos_scale * base^(-2k/n_rot) / factors[k]
+    (factors: RoPE frequency factors, default 1); cos and sin are multiplied by attn_factor.
+    The pair is (x[k], x[k + n_rot/2]) when neox else (x[2k], x[2k+1]).
     """
     half = n_rot // 2
     inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)  # (half,)
+    if factors is not None:
+        inv_freq = inv_freq / factors.astype(np.float64)
     ang = (pos.astype(np.float64) * pos_scale)[:, None] * inv_freq[None, :]  # (n_tokens, half)
-    cos = np.cos(ang).astype(np.float32)[:, None, :]  # (n_tokens, 1, half)
-    sin = np.sin(ang).astype(np.float32)[:, None, :]
+    cos = (attn_factor * np.cos(ang)).astype(np.float32)[:, None, :]  # (n_tokens, 1, half)
+    sin = (attn_factor * np.sin(ang)).astype(np.float32)[:, None, :]
     lo, hi = (slice(0, half), slice(half, n_rot)) if neox else (slice(0, n_rot, 2),
                                                                  slice(1, n_rot, 2))
     x0, x1 = x[..., lo], x[..., hi]  # (n_tokens, n_heads, half) each
@@ -408,9 +494,18 @@ class ReferenceModel:
     """
 
     def __init__(self, gguf_path: str | Path, emulate_ggml: bool = False, flash_attn: bool = True,
-                 first_kv_cell: int = 0):
+                 first_kv_cell: int = 0, n_ctx: int | None = None):
         self.path = str(gguf_path)
         self.hparams, self.weights, self.quant = _load_cached(gguf_path)
+        # RoPE frequency factors: rope_freqs, else LongRoPE's long ones when the context (n_ctx,
+        # default the file's context_length, as llama.cpp's n_ctx=0) exceeds the original one
+        hp = self.hparams
+        self.n_ctx = hp.n_ctx_train if n_ctx is None else int(n_ctx)
+        w = self.weights
+        self.rope_factors = w.get("rope_freqs.weight")
+        if self.rope_factors is None and "rope_factors_long.weight" in w:
+            long = self.n_ctx > hp.n_ctx_orig
+            self.rope_factors = w["rope_factors_long.weight" if long else "rope_factors_short.weight"]
         # Tied output: with no output.weight the token embedding (n_vocab, n_embd) is reused.
         self.output_name = "output.weight" if "output.weight" in self.weights else "token_embd.weight"
         self.output = self.weights[self.output_name]
@@ -425,6 +520,8 @@ class ReferenceModel:
             if uncovered:
                 raise NotImplementedError(f"ggml emulation: weight types {uncovered} are not "
                                           f"covered ({[t.name for t in gn.SUPPORTED_WEIGHT_TYPES]})")
+            if self.rope_factors is not None or hp.rope_attn_factor != 1.0:
+                raise NotImplementedError("ggml emulation: RoPE frequency factors are not covered")
 
     @property
     def n_vocab(self) -> int:
@@ -441,7 +538,7 @@ class ReferenceModel:
         pos = np.arange(tok.size)  # (n_tokens,)
         # get_rows of a quantized embedding is plain dequantization in ggml too
         x = self.weights["token_embd.weight"][tok] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
-        layer = self._layer_llama if hp.arch == "llama" else self._layer_gemma3
+        layer = self._layer_gemma3 if hp.arch in ("gemma3", "gemma2") else self._layer_llama
         for il in range(hp.n_layer):
             x = layer(il, x, pos)
         x = self._norm(x, self.weights["output_norm.weight"])
@@ -480,7 +577,8 @@ class ReferenceModel:
         hp = self.hparams
         if self.emulate_ggml:  # positions are 0..n-1
             return gn.apply_rope(x, len(pos), hp.n_rot, base, pscale, hp.rope_neox)
-        return apply_rope(x, pos, hp.n_rot, base, pscale, hp.rope_neox)
+        return apply_rope(x, pos, hp.n_rot, base, pscale, hp.rope_neox, self.rope_factors,
+                          hp.rope_attn_factor)
 
     def _attend(self, q, k, v, mask) -> np.ndarray:
         hp = self.hparams
@@ -494,7 +592,7 @@ class ReferenceModel:
         return gn.attend_softmax(q, k, v, hp.attn_scale, mask, cells)
 
     def _glu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-        if self.hparams.arch == "llama":
+        if self.hparams.arch in ("llama", "phi3"):
             return gn.swiglu(gate, up) if self.emulate_ggml else silu(gate) * up
         # GeGLU: gelu_tanh(gate) * up; HF `hidden_activation: gelu_pytorch_tanh`
         return gn.geglu(gate, up) if self.emulate_ggml else gelu_tanh(gate) * up
@@ -532,7 +630,8 @@ class ReferenceModel:
         weight is used as is. Verified: stored - 1 is bf16-exact for all 55,936 norm values
         (stored itself for 74.6%), and adding 1 again drops the cosine to llama.cpp to 0.04.
         """
-        a = self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, True)
+        qk_norm = self.hparams.arch == "gemma3"  # Gemma 2 has no q/k norms
+        a = self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, qk_norm)
         x = x + self._norm(a, self._w(il, "post_attention_norm"))
         h = self._norm(x, self._w(il, "ffn_norm"))
         g = self._glu(self._mm(h, il, "ffn_gate"), self._mm(h, il, "ffn_up"))  # (n_tokens, n_ff)

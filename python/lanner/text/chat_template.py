@@ -3,7 +3,8 @@
 Owns: rendering GGUF `tokenizer.chat_template` in a sandboxed, immutable Jinja2 environment
 configured the way Hugging Face renders templates (trim_blocks, lstrip_blocks, loop controls,
 a non-escaping `tojson`, `raise_exception`, `strftime_now`, a pass-through `{% generation %}`),
-and the built-in Gemma / ChatML templates used when the file has none. Must not: tokenize, or
+and the built-in templates used when the file has none: Gemma turns, Llama 3 headers, Phi-3
+tags (chosen by architecture or by the chat tokens the vocabulary has), else ChatML. Must not: tokenize, or
 let a template reach Python internals - any failure or sandbox violation is a ChatTemplateError.
 """
 
@@ -81,6 +82,41 @@ CHATML_TEMPLATE = """\
 """
 
 
+# Llama 3's header format: BOS, then "<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>"
+# per message (any role: system, user, assistant, ipython, tool), text trimmed;
+# "<|start_header_id|>assistant<|end_header_id|>\n\n" asks for the reply.
+LLAMA3_TEMPLATE = """\
+{%- macro text(content) -%}
+  {%- if content is string -%}{{ content | trim }}
+  {%- elif content is iterable -%}
+    {%- for part in content -%}{%- if part.type == 'text' -%}{{ part.text | trim }}{%- endif -%}{%- endfor -%}
+  {%- endif -%}
+{%- endmacro -%}
+{{- bos_token -}}
+{%- for m in messages -%}
+  {{- '<|start_header_id|>' ~ m.role ~ '<|end_header_id|>\\n\\n' ~ text(m.content) ~ '<|eot_id|>' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}
+"""
+
+# Phi-3's tag format: "<|{system|user|assistant}|>\n{text}<|end|>\n" per message, "<|assistant|>\n"
+# asks for the reply (the tokenizer adds BOS). Other roles have no tag: refused.
+PHI3_TEMPLATE = """\
+{%- for m in messages -%}
+  {%- if m.role not in ('system', 'user', 'assistant') -%}
+    {{- raise_exception("Phi-3's chat format has no '" ~ m.role ~ "' role (only system, user and assistant)") -}}
+  {%- endif -%}
+  {{- '<|' ~ m.role ~ '|>\\n' -}}
+  {%- if m.content is string -%}{{ m.content }}
+  {%- elif m.content is iterable -%}
+    {%- for part in m.content -%}{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}{%- endfor -%}
+  {%- endif -%}
+  {{- '<|end|>\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}
+"""
+
+
 # ---- the Jinja environment -----------------------------------------------------------------
 
 class _GenerationBlock(Extension):
@@ -134,13 +170,21 @@ _ENV = _environment()
 
 # ---- the template --------------------------------------------------------------------------
 
+def _vocabulary_has(meta: dict, tokenizer: Any):
+    """has(*texts): every text is a token of the vocabulary (the tokenizer's, else the metadata's)."""
+    if tokenizer is not None and hasattr(tokenizer, "token_id"):
+        return lambda *texts: all(tokenizer.token_id(t) is not None for t in texts)
+    tokens = set(meta.get("tokenizer.ggml.tokens") or ())
+    return lambda *texts: all(t in tokens for t in texts)
+
+
 class ChatTemplate:
     """A compiled chat template plus the special-token texts it is rendered with."""
 
     def __init__(self, source: str, *, bos_token: Optional[str] = None, eos_token: Optional[str] = None,
                  name: str = "custom"):
         self.source = source
-        self.name = name  # "file" (from the GGUF), "gemma", "chatml" or "custom"
+        self.name = name  # "file" (from the GGUF), "gemma", "llama3", "phi3", "chatml" or "custom"
         self.bos_token = bos_token
         self.eos_token = eos_token
         try:
@@ -153,7 +197,9 @@ class ChatTemplate:
     @classmethod
     def from_metadata(cls, meta: dict, tokenizer: Any = None, name: Optional[str] = None) -> "ChatTemplate":
         """The file's `tokenizer.chat_template` (or `tokenizer.chat_template.<name>`), else a built-in:
-        Gemma for architectures gemma/gemma2/gemma3, ChatML otherwise."""
+        Gemma for architectures gemma/gemma2/gemma3; Llama 3 headers for a vocabulary with
+        <|start_header_id|> and <|eot_id|>; Phi-3 tags for architecture phi3 or a vocabulary with
+        <|assistant|> and <|end|>; ChatML otherwise."""
         bos = getattr(tokenizer, "bos_text", None)
         eos = getattr(tokenizer, "eos_text", None)
         key = "tokenizer.chat_template" + (f".{name}" if name else "")
@@ -162,8 +208,14 @@ class ChatTemplate:
             return cls(source, bos_token=bos, eos_token=eos, name="file")
         if name:
             raise ChatTemplateError(f"the model has no chat template named {name!r}")
-        if meta.get("general.architecture") in GEMMA_ARCHS:
+        arch = meta.get("general.architecture")
+        if arch in GEMMA_ARCHS:
             return cls(GEMMA_TEMPLATE, bos_token=bos, eos_token=eos, name="gemma")
+        has = _vocabulary_has(meta, tokenizer)
+        if has("<|start_header_id|>", "<|eot_id|>"):
+            return cls(LLAMA3_TEMPLATE, bos_token=bos, eos_token=eos, name="llama3")
+        if arch == "phi3" or has("<|assistant|>", "<|end|>"):
+            return cls(PHI3_TEMPLATE, bos_token=bos, eos_token=eos, name="phi3")
         return cls(CHATML_TEMPLATE, bos_token=bos, eos_token=eos, name="chatml")
 
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = True,
