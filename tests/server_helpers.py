@@ -4,7 +4,9 @@ a loopback port (wsgiref, one thread per request) for clients that need a real s
 from __future__ import annotations
 
 import contextlib
+import signal
 import socketserver
+import subprocess
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -47,3 +49,14 @@ def live_server(app):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def stop_server(proc, log, timeout: float = 20) -> None:
+    """SIGTERM a server subprocess (it drains), SIGKILL it if it has not exited in `timeout`
+    seconds, and close its log file."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

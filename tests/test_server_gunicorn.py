@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from server_helpers import stop_server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LAUNCHER = r"""
@@ -65,12 +67,7 @@ def served(tmp_path_factory):
     try:
         yield url, proc, tmp / "server.log", marker
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(proc, log, timeout=15)
 
 
 def wait_health(url: str, timeout: float = 20) -> list[int]:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from lanner.default_model import smollm2_path
+from server_helpers import stop_server
 
 pytestmark = pytest.mark.slow
 KEY = "hostile-test-key"
@@ -66,12 +67,7 @@ def server(tmp_path_factory):
         _healthy(url)
         yield url, port, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(proc, log)
 
 
 def raw(port: int, data: bytes, read: bool = True) -> bytes:

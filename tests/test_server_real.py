@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ except Exception as e:  # noqa: BLE001 - any missing piece means: not built here
 from lanner.server.app import create_app  # noqa: E402
 from lanner.server.context import load_backend  # noqa: E402
 from lanner.server.settings import Settings  # noqa: E402
-from server_helpers import live_server  # noqa: E402
+from server_helpers import live_server, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 NAME = Path(SMOL).stem
@@ -181,13 +180,7 @@ def _serve(cmd: list[str], env: dict, port: int, log_path: Path):
     return proc, url, statuses, log
 
 
-def _stop(proc, log) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+_stop = stop_server
 
 
 def test_lanner_serve_subprocess(tmp_path):
