@@ -4,6 +4,8 @@ completions' context error)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fake_backend import FakeLLM
@@ -192,3 +194,25 @@ def test_prompt_too_long_by_its_characters_is_400_before_tokenizing(dialect):
     r = c.simulate_post(path, json=body)
     assert r.status_code == 400 and "more than the context size" in r.text
     assert llm.calls == [] and llm.engine.submitted == []
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini"])
+@pytest.mark.parametrize("depth", [150, 950, 100_000])
+def test_deeply_nested_bodies_are_400(dialect, depth):
+    """Nesting past 100 levels anywhere in a body is refused before any field is read (a
+    900-deep Gemini responseSchema used to be a RecursionError 500)."""
+    path, body = ROUTES[dialect]
+    deep = "[" * depth + "]" * depth
+    text = json.dumps(body)[:-1] + ', "generationConfig": {"responseMimeType": "application/json", ' \
+        '"responseSchema": {"items": ' + deep + '}}}'
+    r = make_client().simulate_post(path, body=text, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "nested more than 100 levels" in r.text
+
+
+def test_nesting_within_the_limit_is_read():
+    schema: dict = {"type": "OBJECT"}
+    for _ in range(40):
+        schema = {"type": "OBJECT", "properties": {"a": schema}}
+    r = make_client().simulate_post(ROUTES["gemini"][0], json={"contents": "hi", "generationConfig": {
+        "responseMimeType": "application/json", "responseSchema": schema}})
+    assert r.status_code == 422 and "not valid JSON" in r.text  # read to the end: the fake's reply is prose

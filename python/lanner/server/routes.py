@@ -22,6 +22,7 @@ from .reply import whole_reply
 from .request import Call
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
+MAX_JSON_DEPTH = 100  # nesting levels of a request body (objects and arrays)
 SSE = "text/event-stream; charset=utf-8"  # SSE is UTF-8; say so for clients that default text/* to latin-1
 NDJSON = "application/x-ndjson; charset=utf-8"
 
@@ -40,11 +41,27 @@ def read_json(req: falcon.Request, ctx: ServerContext):
     if not data.strip():
         raise ApiError(400, "request body is empty; expected a JSON object")
     try:
-        return json.loads(data)
+        body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON in request body: {e}") from None
     except RecursionError:  # the parser's own limit (~1000 levels)
-        raise ApiError(400, "request body is nested too deeply") from None
+        body = None
+    if body is None and data.strip() != b"null" or json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return body
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def send_json(resp: falcon.Response, obj, status: int = 200) -> None:
