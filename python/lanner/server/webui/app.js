@@ -101,6 +101,7 @@ function renderSidebar() {
   const list = $("convList");
   list.textContent = "";
   const sorted = [...state.convs].sort((a, b) => b.updated - a.updated);
+  if (!sorted.length) list.appendChild(el("p", "conv-empty", "No conversations yet. They are kept in this browser."));
   for (const c of sorted) {
     const item = el("div", "conv" + (c.id === state.currentId ? " active" : ""));
     item.dataset.id = c.id;
@@ -186,11 +187,13 @@ function renderMessage(c, m, i) {
     row.appendChild(acts);
   } else {
     fillAssistant(bubble, m);
+    const meta = el("div", "meta");
+    if (m.stats || m.aborted) meta.appendChild(renderStats(m));
     const acts = el("div", "actions");
     acts.appendChild(action("Copy", () => navigator.clipboard?.writeText(m.content)));
     if (i === c.messages.length - 1) acts.appendChild(action("Regenerate", () => regenerate(c)));
-    row.appendChild(acts);
-    if (m.stats || m.aborted || m.error) row.appendChild(renderStats(m));
+    meta.appendChild(acts);
+    row.appendChild(meta);
   }
   return row;
 }
@@ -238,6 +241,7 @@ function renderStats(m) {
     parts.push(`${s.tokPerSec.toFixed(1)} tok/s`);
     parts.push(`TTFT ${Math.round(s.ttft * 1000)} ms`);
     parts.push(`${s.cachedTokens} cached`);
+    if (s.finishReason === "length") parts.push("max tokens reached");
   }
   if (m.aborted) parts.push("stopped");
   const line = el("div", "stats", parts.join(" · "));
