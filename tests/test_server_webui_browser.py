@@ -306,3 +306,57 @@ def test_model_output_html_renders_as_text(browser, shots):
         assert pg.evaluate("window.__xss") is None and not dialogs
         pg.screenshot(path=str(shots / "xss-as-text.png"))
         ctx.close()
+
+
+RICH = ("<think>Let me think about colors.</think>## Colors\n\n| name | hex |\n|---|---|\n"
+        "| red | #f00 |\n\n- one\n- two\n\n"
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>')
+TOOLS = '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]'
+
+
+def test_thinking_tool_cards_markdown_and_stop_button(browser, shots):
+    llm = FakeLLM(reply=RICH)
+    app = create_app(llm, Settings())
+    with live_server(app) as url:
+        ctx = browser.new_context(viewport={"width": 1100, "height": 800})
+        pg = ctx.new_page()
+        pg.goto(url + "/")
+        pg.wait_for_selector("#modelBadge b")
+        pg.click("#openSettings")
+        pg.fill("#sTools", "{not json")
+        pg.click("#sSave")
+        assert pg.locator("#settings").is_visible()  # invalid tools keep the dialog open
+        pg.fill("#sTools", TOOLS)
+        pg.click("#sSave")
+        pg.wait_for_selector("#settings", state="hidden")
+        pg.check("#thinkQuick")
+        with pg.expect_request("**/api/chat") as req:
+            send(pg, "colors?")
+        body = req.value.post_data_json
+        assert body["think"] is True and body["tools"][0]["function"]["name"] == "get_weather"
+        wait_reply(pg, 1)
+        reply = pg.locator(".msg.assistant").last
+        think = reply.locator("details.thinking")
+        assert think.get_attribute("open") is None and "Thought process" in think.inner_text()
+        think.locator("summary").click()
+        assert "Let me think about colors." in think.locator(".thinking-body").inner_text()
+        card = reply.locator(".toolcard")
+        assert "get_weather" in card.locator(".toolcard-head").inner_text()
+        assert '"city": "Paris"' in card.locator(".toolcard-args").inner_text()
+        md = reply.locator(".md")
+        assert md.locator("h2").inner_text() == "Colors" and md.locator("li").count() == 2
+        assert md.locator("td").all_inner_texts() == ["red", "#f00"]
+        assert "tool_call" not in md.inner_text() and "<think>" not in md.inner_text()
+        pg.screenshot(path=str(shots / "thinking-toolcard.png"))
+
+        llm.engine.loop, llm.engine.delay_s = True, 0.02  # an endless reply, to stop by the button
+        pg.uncheck("#thinkQuick")
+        send(pg, "go on forever")
+        pg.locator(".msg.assistant").nth(1).locator(".md p").first.wait_for(timeout=10_000)
+        settle(lambda: "1 running" in pg.locator("#queueBadge").inner_text(), timeout=8)
+        pg.click("#stop")
+        pg.locator(".msg.assistant").nth(1).locator(".stats").wait_for(timeout=10_000)
+        assert "stopped" in pg.locator(".msg.assistant").nth(1).locator(".stats").inner_text()
+        settle(lambda: len(llm.engine.aborted) == 1 and not llm.engine.active)
+        settle(lambda: "idle" in pg.locator("#queueBadge").inner_text(), timeout=8)
+        ctx.close()

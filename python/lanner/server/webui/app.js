@@ -6,7 +6,7 @@
 
 const $ = (id) => document.getElementById(id);
 const STORE = { convs: "lanner.convs.v1", current: "lanner.current.v1", settings: "lanner.settings.v1" };
-const DEFAULTS = { system: "", temperature: 0.7, topP: 0.95, topK: 40, maxTokens: 512, think: false };
+const DEFAULTS = { system: "", temperature: 0.7, topP: 0.95, topK: 40, maxTokens: 512, think: false, tools: "" };
 
 const state = {
   convs: load(STORE.convs, []),
@@ -317,6 +317,7 @@ async function ask(c) {
     maxTokens: s.maxTokens, temperature: s.temperature, topP: s.topP, topK: s.topK,
     think: !!s.think,
   };
+  try { if (s.tools.trim()) body.tools = JSON.parse(s.tools); } catch { /* checked when saved */ }
   c.messages.push(msg);
   c.updated = Date.now();
   save();
@@ -465,12 +466,22 @@ function openSettings() {
   $("sTopK").value = s.topK;
   $("sMax").value = s.maxTokens;
   $("sThink").checked = s.think;
+  $("sTools").value = s.tools;
+  $("sTools").setCustomValidity("");
   $("settings").showModal();
 }
 
 function num(id, lo, hi, fallback) {
   const v = parseFloat($(id).value);
   return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : fallback;
+}
+
+function toolsValid() {
+  const text = $("sTools").value.trim();
+  let ok = !text;
+  try { ok = ok || Array.isArray(JSON.parse(text)); } catch { ok = false; }
+  $("sTools").setCustomValidity(ok ? "" : "Tools must be a JSON array of function definitions");
+  return ok;
 }
 
 function saveSettings() {
@@ -481,6 +492,7 @@ function saveSettings() {
     topK: Math.round(num("sTopK", 0, 1e6, DEFAULTS.topK)),
     maxTokens: Math.round(num("sMax", 1, 1e6, DEFAULTS.maxTokens)),
     think: $("sThink").checked,
+    tools: $("sTools").value,
   };
   localStorage.setItem(STORE.settings, JSON.stringify(state.settings));
   $("thinkQuick").checked = state.settings.think;
@@ -517,8 +529,11 @@ function wire() {
   $("scrim").addEventListener("click", closeDrawer);
   $("openSettings").addEventListener("click", openSettings);
   $("settingsForm").addEventListener("submit", (e) => {
-    if (e.submitter?.value === "save") saveSettings();
+    if (e.submitter?.value !== "save") return;
+    if (!toolsValid()) { e.preventDefault(); $("sTools").reportValidity(); return; }
+    saveSettings();
   });
+  $("sTools").addEventListener("input", () => $("sTools").setCustomValidity(""));
   $("sReset").addEventListener("click", () => { state.settings = { ...DEFAULTS }; openSettings(); });
   $("thinkQuick").checked = state.settings.think;
   $("thinkQuick").addEventListener("change", (e) => {
