@@ -141,10 +141,10 @@ def test_page_and_static_files():
     assert "script-src 'self'" in r.headers["content-security-policy"] and "<script>" not in r.text
     for name, ctype in (("app.js", "text/javascript"), ("markdown.js", "text/javascript"),
                         ("app.css", "text/css"), ("icon.svg", "image/svg+xml")):
-        r = c.simulate_get(f"/webui/{name}")
+        r = c.simulate_get(f"/ui/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(ctype) and r.content
     for bad in ("../app.py", "%2e%2e%2fapp.py", "nope.js", "..%2F..%2Fsettings.py"):
-        assert c.simulate_get(f"/webui/{bad}").status_code == 404
+        assert c.simulate_get(f"/ui/{bad}").status_code == 404
 
 
 def test_page_never_assigns_innerhtml():
@@ -232,28 +232,43 @@ def test_upload_malformed_requests(store):
 # ---- origins and CORS ----
 
 @pytest.mark.parametrize("path,kw", [("/api/upload", None), ("/api/models/load", {"json": {}})])
-def test_mutating_endpoints_refuse_foreign_origins(path, kw):
-    c = make_client()
+def test_mutating_endpoints_refuse_foreign_origins_even_allowlisted(path, kw):
+    evil = "http://evil.example"
+    c = make_client(cors_origins=evil)  # the allowlist names it: the other endpoints serve it
     body, headers = multipart(b"hi")
     kw = kw or {"body": body, "headers": headers}
-    foreign = {**kw.get("headers", {}), "Origin": "http://evil.example"}
-    r = c.simulate_post(path, **{**kw, "headers": foreign})
+    r = c.simulate_post(path, **{**kw, "headers": {**kw.get("headers", {}), "Origin": evil}})
     assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
-    pre = c.simulate_options(path, headers={"Origin": "http://evil.example",
-                                            "Access-Control-Request-Method": "POST"})
+    pre = c.simulate_options(path, headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in pre.headers
-    # the read-only and Ollama endpoints stay open to other origins, as before
-    assert c.simulate_get("/api/models", headers={"Origin": "http://evil.example"}).headers[
-        "access-control-allow-origin"] == "*"
+    assert "access-control-allow-methods" not in pre.headers
+    assert c.simulate_get("/api/models", headers={"Origin": evil}).headers[
+        "access-control-allow-origin"] == evil
+    assert c.simulate_post("/api/chat", json={"messages": USER, "sessionId": "s"},
+                           headers={"Origin": evil}).headers["access-control-allow-origin"] == evil
 
 
 def test_same_origin_upload_is_allowed():
     c = make_client()
     body, headers = multipart(b"hi")
-    r = c.simulate_post("/api/upload", body=body,
-                        headers={**headers, "Origin": "http://falconframework.org",
-                                 "Host": "falconframework.org"})
-    assert r.status_code == 200
+    r = c.simulate_post("/api/upload", body=body, headers={**headers, "Origin": "http://localhost"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_api_key_guards_the_web_ui_api_but_not_the_page():
+    c = make_client(api_key="sesame")
+    assert c.simulate_get("/").status_code == 200
+    assert c.simulate_get("/ui/app.js").status_code == 200
+    body, headers = multipart(b"hi")
+    assert c.simulate_post("/api/upload", body=body, headers=headers).status_code == 401
+    assert c.simulate_post("/api/models/load", json={"model": "fake-model.Q4_0"}).status_code == 401
+    assert c.simulate_get("/api/models").status_code == 401
+    auth = {"Authorization": "Bearer sesame"}
+    assert c.simulate_post("/api/upload", body=body, headers={**headers, **auth}).status_code == 200
+    assert c.simulate_post("/api/upload", body=body, headers={
+        **headers, "Authorization": "Bearer wrong"}).status_code == 403
+    r = c.simulate_post("/api/chat", json={"messages": USER, "sessionId": "s"}, headers=auth)
+    assert frames(r.text)[-1]["done"] is True
 
 
 # ---- /api/models/load ----
@@ -277,7 +292,7 @@ def test_concurrent_loads_409_and_new_context(monkeypatch):
         return FakeLLM(n_ctx=settings.ctx_size or 2048)
 
     monkeypatch.setattr(context, "load_backend", slow_load)
-    c = falcon.testing.TestClient(make_app())
+    c = falcon.testing.TestClient(make_app(), headers={"Host": "localhost"})
     out = {}
     t = threading.Thread(target=lambda: out.update(r=c.simulate_post(
         "/api/models/load", json={"model": "fake-model.Q4_0", "ctxSize": 1024})))
@@ -303,7 +318,7 @@ def test_failed_load_keeps_the_old_model(monkeypatch):
     monkeypatch.setattr(context, "load_backend", broken)
     llm = FakeLLM()
     app = make_app(llm)
-    c = falcon.testing.TestClient(app)
+    c = falcon.testing.TestClient(app, headers={"Host": "localhost"})
     r = c.simulate_post("/api/models/load", json={"model": "fake-model.Q4_0.gguf", "ctxSize": 512})
     assert r.status_code == 500 and "file is corrupt" in r.json["error"]
     assert app.lanner.backend is llm and app.lanner.settings.ctx_size == 0

@@ -360,3 +360,21 @@ def test_thinking_tool_cards_markdown_and_stop_button(browser, shots):
         settle(lambda: len(llm.engine.aborted) == 1 and not llm.engine.active)
         settle(lambda: "idle" in pg.locator("#queueBadge").inner_text(), timeout=8)
         ctx.close()
+
+
+def test_api_key_asked_for_and_sent(browser):
+    app = create_app(FakeLLM(), Settings(api_key="sesame"))
+    with live_server(app) as url:
+        ctx = browser.new_context()
+        pg = ctx.new_page()
+        pg.goto(url + "/")
+        pg.wait_for_selector("#settings", state="visible")  # the page asks for the key
+        assert "API key" in pg.locator("#error").inner_text()
+        pg.fill("#sKey", "sesame")
+        pg.click("#sSave")
+        pg.wait_for_selector("#modelBadge b")
+        with pg.expect_request("**/api/chat") as req:
+            send(pg, "hi")
+        assert req.value.headers["authorization"] == "Bearer sesame"
+        pg.locator(".msg.assistant .stats").wait_for(timeout=20_000)
+        ctx.close()

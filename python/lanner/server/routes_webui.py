@@ -1,9 +1,8 @@
 """Falcon resources of the web UI: the page and its static files, uploads, model re-loads.
 
-Owns: serving python/lanner/server/webui/ (GET / and /webui/{file}, a fixed set of files),
-reading a multipart upload (falcon's parser, with our own size limit -> 413), the same-origin
-guard of the mutating endpoints (a request from a foreign Origin is 403; their responses carry
-no CORS headers: app.py's CORS middleware skips resources with cors_foreign = False).
+Owns: serving python/lanner/server/webui/ (GET / and /ui/{file}, a fixed set of files) and
+reading a multipart upload (falcon's parser, with our own size limit -> 413). Who may call the
+mutating endpoints (same origin only, the API key) is security.Guard's, before these run.
 Must not: build the endpoints' JSON (adapters/webui.py does) or touch files outside the
 upload store.
 """
@@ -11,7 +10,6 @@ upload store.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import falcon
 from falcon.media.multipart import MultipartParseError
@@ -34,23 +32,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of headers and boundaries allowed beyond the file itself
 
 
-def check_same_origin(req: falcon.Request) -> None:
-    """403 for a browser request sent from another origin (a page elsewhere posting here)."""
-    origin = req.get_header("Origin")
-    if origin is None:
-        return  # not a browser's cross-site request (curl, SDKs, same-origin GET)
-    host = req.get_header("Host") or ""
-    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
-        raise ApiError(403, f"requests from origin {origin!r} are not allowed on {req.path}")
-
-
 class _Resource:
     def __init__(self, ctx: ServerContext):
         self.ctx = ctx
 
 
 class Page(_Resource):
-    """GET / (index.html) and GET /webui/{name} (a file of the page)."""
+    """GET / (index.html) and GET /ui/{name} (a file of the page)."""
 
     def on_get(self, req, resp, name: str = "index.html"):
         ctype = PAGE_FILES.get(name)
@@ -68,10 +56,7 @@ class Page(_Resource):
 class Upload(_Resource):
     """POST /api/upload: one multipart file part (`file`) -> an id the chat can reference."""
 
-    cors_foreign = False
-
     def on_post(self, req, resp):
-        check_same_origin(req)
         store = self.ctx.uploads
         if req.content_length is not None and req.content_length > store.max_bytes + MULTIPART_OVERHEAD:
             raise ApiError(413, f"the upload is {req.content_length} bytes; the limit is "
@@ -99,14 +84,11 @@ class Upload(_Resource):
 class ModelsLoad(_Resource):
     """POST /api/models/load: re-load the hosted model (409 while one runs)."""
 
-    cors_foreign = False
-
     def on_post(self, req, resp):
-        check_same_origin(req)
         ctx_size = webui.parse_load(read_json(req, self.ctx), self.ctx)
         self.ctx.reload(ctx_size)
         send_json(resp, webui.render_load(self.ctx))
 
 
-ROUTES = [("/", Page), ("/webui/{name}", Page), ("/api/upload", Upload),
+ROUTES = [("/", Page), ("/ui/{name}", Page), ("/api/upload", Upload),
           ("/api/models/load", ModelsLoad)]

@@ -5,7 +5,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const STORE = { convs: "lanner.convs.v1", current: "lanner.current.v1", settings: "lanner.settings.v1" };
+const STORE = { convs: "lanner.convs.v1", current: "lanner.current.v1", settings: "lanner.settings.v1",
+  key: "lanner.apikey.v1" };
 const DEFAULTS = { system: "", temperature: 0.7, topP: 0.95, topK: 40, maxTokens: 512, think: false, tools: "" };
 
 const state = {
@@ -33,6 +34,19 @@ function el(tag, cls, text) {
 function uid() {
   return (crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2));
 }
+// fetch with the API key (a server started with --api-key wants it on every /api route)
+async function api(path, opts = {}) {
+  const key = localStorage.getItem(STORE.key);
+  if (key) opts.headers = { ...(opts.headers || {}), Authorization: "Bearer " + key };
+  const r = await fetch(path, opts);
+  if (r.status === 401 && !api.asked) {
+    api.asked = true;
+    toast("This server needs an API key: enter it in Settings.");
+    openSettings();
+  }
+  return r;
+}
+
 function current() { return state.convs.find((c) => c.id === state.currentId) || null; }
 
 // ---------------------------------------------------------------- loading page + badges
@@ -58,7 +72,9 @@ async function waitReady() {
 
 async function loadModel() {
   try {
-    const m = await (await fetch("/api/models")).json();
+    const r = await api("/api/models");
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const m = await r.json();
     state.model = m;
     const badge = $("modelBadge");
     badge.textContent = "";
@@ -75,7 +91,9 @@ function fmtCtx(n) { return n >= 1024 ? Math.round(n / 1024) + "k" : String(n ||
 
 async function pollQueue() {
   try {
-    const q = await (await fetch("/api/queue/status", { cache: "no-store" })).json();
+    const r = await api("/api/queue/status", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const q = await r.json();
     const b = $("queueBadge");
     b.classList.toggle("busy", !!q.busy);
     b.textContent = q.busy ? `● ${q.running} running · ${q.pending_requests} queued` : "● idle";
@@ -327,7 +345,7 @@ async function ask(c) {
   state.busy = { controller, conv: c, msg };
   setBusy(true);
   try {
-    const r = await fetch("/api/chat", {
+    const r = await api("/api/chat", {
       method: "POST", signal: controller.signal,
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
@@ -433,7 +451,7 @@ async function attach(files) {
     const form = new FormData();
     form.append("file", file, "upload");  // the server never uses the client's filename
     try {
-      const r = await fetch("/api/upload", { method: "POST", body: form });
+      const r = await api("/api/upload", { method: "POST", body: form });
       const u = await r.json();
       if (!r.ok) throw new Error(u.error || `HTTP ${r.status}`);
       if (u.mediaType === "image" && !state.model?.vision) {
@@ -467,6 +485,7 @@ function openSettings() {
   $("sMax").value = s.maxTokens;
   $("sThink").checked = s.think;
   $("sTools").value = s.tools;
+  $("sKey").value = localStorage.getItem(STORE.key) || "";
   $("sTools").setCustomValidity("");
   $("settings").showModal();
 }
@@ -496,6 +515,10 @@ function saveSettings() {
   };
   localStorage.setItem(STORE.settings, JSON.stringify(state.settings));
   $("thinkQuick").checked = state.settings.think;
+  const key = $("sKey").value.trim();
+  if (key) localStorage.setItem(STORE.key, key);
+  else localStorage.removeItem(STORE.key);
+  if (!state.model) loadModel();
 }
 
 // ---------------------------------------------------------------- wiring
