@@ -155,6 +155,11 @@ def test_stop_mid_reply_empties_the_queue(page, server, shots):
 
 def test_attach_text_file(page, server, shots):
     page.click("#newChat")
+    page.set_input_files("#fileInput", files=[{"name": "cat.png", "mimeType": "image/png",
+                                               "buffer": b"\x89PNG\r\n\x1a\n" + bytes(64)}])
+    page.wait_for_selector("#error", state="visible")
+    assert "takes text only" in page.locator("#error").inner_text()  # SmolLM2 has no vision
+    assert page.locator("#attachments .chip").count() == 0
     page.set_input_files("#fileInput", files=[{"name": "notes.txt", "mimeType": "text/plain",
                                                "buffer": b"The secret word is PINEAPPLE.\n"}])
     chip = page.locator("#attachments .chip")

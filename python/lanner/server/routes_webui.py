@@ -70,7 +70,8 @@ class Upload(_Resource):
         try:
             for part in req.get_media():
                 if part.name != "file":
-                    part.stream.read()  # skip other fields
+                    while part.stream.read(64 * 1024):  # skip other fields, never held whole
+                        pass
                     continue
                 data = part.stream.read(limit + 1)
                 if len(data) > limit:

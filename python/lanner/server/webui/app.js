@@ -22,8 +22,12 @@ function load(key, fallback) {
   try { const v = JSON.parse(localStorage.getItem(key)); return v ?? fallback; } catch { return fallback; }
 }
 function save() {
-  localStorage.setItem(STORE.convs, JSON.stringify(state.convs));
-  localStorage.setItem(STORE.current, JSON.stringify(state.currentId));
+  try {
+    localStorage.setItem(STORE.convs, JSON.stringify(state.convs));
+    localStorage.setItem(STORE.current, JSON.stringify(state.currentId));
+  } catch (e) {
+    toast("Could not save the conversations in this browser (" + e.name + "): delete some old ones.");
+  }
 }
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -448,6 +452,10 @@ function regenerate(c) {
 
 async function attach(files) {
   for (const file of files) {
+    if (file.type.startsWith("image/") && state.model && !state.model.vision) {
+      toast(`${file.name || "image"}: this model takes text only; images cannot be sent to it`);
+      continue;
+    }
     const form = new FormData();
     form.append("file", file, "upload");  // the server never uses the client's filename
     try {
