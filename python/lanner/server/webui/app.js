@@ -484,8 +484,9 @@ function toast(text) {
 
 // ---------------------------------------------------------------- settings
 
-function openSettings() {
-  const s = state.settings;
+function openSettings() { fillSettings(state.settings); }
+
+function fillSettings(s) {
   $("sSystem").value = s.system;
   $("sTemp").value = s.temperature;
   $("sTopP").value = s.topP;
@@ -495,7 +496,7 @@ function openSettings() {
   $("sTools").value = s.tools;
   $("sKey").value = localStorage.getItem(STORE.key) || "";
   $("sTools").setCustomValidity("");
-  $("settings").showModal();
+  if (!$("settings").open) $("settings").showModal();
 }
 
 function num(id, lo, hi, fallback) {
@@ -565,7 +566,7 @@ function wire() {
     saveSettings();
   });
   $("sTools").addEventListener("input", () => $("sTools").setCustomValidity(""));
-  $("sReset").addEventListener("click", () => { state.settings = { ...DEFAULTS }; openSettings(); });
+  $("sReset").addEventListener("click", () => fillSettings(DEFAULTS));
   $("thinkQuick").checked = state.settings.think;
   $("thinkQuick").addEventListener("change", (e) => {
     state.settings.think = e.target.checked;
