@@ -358,3 +358,20 @@ def test_load_during_live_streams(monkeypatch):
         assert "".join(f.get("token", "") for f in fs).startswith("The sky is blue")
     assert frames(after.text)[-1]["done"] and len(new.engine.submitted) == 1
     assert len(old.engine.submitted) == 4
+
+
+def test_replaced_backend_still_counts_for_a_drain(monkeypatch):
+    old, new = FakeLLM(), FakeLLM()
+    old.engine.loop, old.engine.delay_s = True, 0.01  # a reply that runs until stopped
+    monkeypatch.setattr(context, "load_backend", lambda settings: new)
+    app = make_app(old)
+    ctx = app.lanner
+    with live_server(app) as url:
+        with requests.post(url + "/api/chat", json={"messages": USER, "sessionId": "s"},
+                           stream=True, timeout=30) as r:
+            next(r.iter_content(16))  # streaming on the old backend
+            assert requests.post(url + "/api/models/load", json={"model": "fake-model.Q4_0"},
+                                 timeout=30).status_code == 200
+            assert ctx.backend is new and not new.engine.active and ctx.busy()
+            ctx.end_all("the server is shutting down")  # SIGTERM's drain reaches both engines
+            assert old.engine.closed == new.engine.closed == "the server is shutting down"

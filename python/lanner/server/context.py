@@ -38,19 +38,6 @@ def load_backend(settings: Settings):
     return LLM(path, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-def _retire(backend, timeout_s: float = 600.0) -> None:
-    """Close a replaced backend once its engine has no request left (or after timeout_s)."""
-    deadline = time.monotonic() + timeout_s
-    try:
-        while backend.engine.stats().busy and time.monotonic() < deadline:
-            time.sleep(0.05)
-    except Exception:  # a test double without stats: nothing to wait for
-        pass
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
-
-
 class ServerContext:
     def __init__(self, settings: Settings, backend=None, load_now: bool = True):
         self.settings = settings
@@ -63,6 +50,7 @@ class ServerContext:
         self._lock = threading.Lock()
         self._loader: Optional[threading.Thread] = None
         self._reload_lock = threading.Lock()
+        self._retiring: set = set()  # replaced backends still finishing their requests
         self.uploads = UploadStore(settings.upload_dir, settings.max_upload_bytes)
         if backend is None and load_now:
             self.start_loading()
@@ -112,8 +100,23 @@ class ServerContext:
             log.info("model %s re-loaded in %.1f s", self.model_name, time.perf_counter() - t0)
         finally:
             self._reload_lock.release()
-        threading.Thread(target=_retire, args=(old,), name="lanner-model-retire", daemon=True).start()
+        self._retiring.add(old)
+        threading.Thread(target=self._retire, args=(old,), name="lanner-model-retire",
+                         daemon=True).start()
         return new
+
+    def _retire(self, backend, timeout_s: float = 600.0) -> None:
+        """Close a replaced backend once its engine has no request left (or after timeout_s)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while backend.engine.stats().busy and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except Exception:  # a test double without stats: nothing to wait for
+            pass
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+        self._retiring.discard(backend)
 
     def wait_loaded(self, timeout: Optional[float] = None) -> bool:
         if self._loader is not None:
@@ -216,10 +219,12 @@ class ServerContext:
 
     def busy(self) -> bool:
         """Any request running or waiting (False before the model is loaded)."""
-        return self._backend is not None and self._backend.engine.stats().busy
+        backends = [b for b in (self._backend, *list(self._retiring)) if b is not None]
+        return any(b.engine.stats().busy for b in backends)
 
     def end_all(self, message: str) -> None:
         """End every running and waiting request with an error (streams get their dialect's
         terminal error event); the engine takes no more requests."""
-        if self._backend is not None:
-            self._backend.engine.close(error=message)
+        for b in (self._backend, *list(self._retiring)):
+            if b is not None:
+                b.engine.close(error=message)
