@@ -1,16 +1,22 @@
-"""Helpers for the server tests: a Falcon TestClient over a fake backend, and the app served on
-a loopback port (wsgiref, one thread per request) for clients that need a real socket."""
+"""Helpers for the server tests: a Falcon TestClient over a fake backend, the app served on a
+loopback port (wsgiref, one thread per request) for clients that need a real socket, and a
+server subprocess (`lanner serve`, gunicorn) started until /health says 200 and stopped."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import socketserver
 import subprocess
 import threading
+import time
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import falcon.testing
+import requests
 
 from fake_backend import FakeLLM
 from lanner.server.app import create_app
@@ -49,6 +55,36 @@ def live_server(app):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_subprocess(cmd: list[str], env: dict, port: int, log_path: Path, timeout: float = 120):
+    """Start a server process and wait for /health 200 (or its exit, or timeout seconds).
+    Returns (proc, url, the /health statuses seen in order, the open log file)."""
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(cmd, env={**os.environ, **env},  # the installed lanner, with its _core
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    statuses = []
+    while time.time() < deadline:
+        try:
+            code = requests.get(url + "/health", timeout=2).status_code
+            if not statuses or statuses[-1] != code:
+                statuses.append(code)
+            if code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    return proc, url, statuses, log
 
 
 def stop_server(proc, log, timeout: float = 20) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server_helpers import stop_server
+from server_helpers import free_port, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,6 @@ context.load_backend = load
 from lanner.server.main import serve_main
 sys.exit(serve_main(sys.argv[1:]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from lanner.default_model import smollm2_path
-from server_helpers import stop_server
+from server_helpers import free_port, stop_server
 
 pytestmark = pytest.mark.slow
 KEY = "hostile-test-key"
@@ -27,12 +27,6 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 NAME = Path(str(smollm2_path())).stem
 USER = [{"role": "user", "content": "hi"}]
 LONG = [{"role": "user", "content": "Write the numbers from 1 to 500, separated by commas."}]  # runs to max_tokens
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker_pid(arbiter: int) -> int:
@@ -55,7 +49,7 @@ def _healthy(url: str, timeout: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("hostile") / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "lanner.cli", "serve", "--port", str(port), "--threads", "1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ except Exception as e:  # noqa: BLE001 - any missing piece means: not built here
 from lanner.server.app import create_app  # noqa: E402
 from lanner.server.context import load_backend  # noqa: E402
 from lanner.server.settings import Settings  # noqa: E402
-from server_helpers import live_server, stop_server  # noqa: E402
+from server_helpers import free_port, live_server, serve_subprocess, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 NAME = Path(SMOL).stem
@@ -152,40 +151,9 @@ def test_disconnect_cancels_real_request(real):
 
 # ---- subprocesses: lanner serve, and plain gunicorn with LANNER_* variables ----
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(cmd: list[str], env: dict, port: int, log_path: Path):
-    log = open(log_path, "w+")
-    proc = subprocess.Popen(cmd, env={**os.environ, **env},  # the installed lanner, with its _core
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    statuses = []
-    while time.time() < deadline:
-        try:
-            code = requests.get(url + "/health", timeout=2).status_code
-            if not statuses or statuses[-1] != code:
-                statuses.append(code)
-            if code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    return proc, url, statuses, log
-
-
-_stop = stop_server
-
-
 def test_lanner_serve_subprocess(tmp_path):
-    port = _free_port()
-    proc, url, statuses, log = _serve(
+    port = free_port()
+    proc, url, statuses, log = serve_subprocess(
         [sys.executable, "-m", "lanner.server.main", "--port", str(port), "--ctx-size", "1024",
          "--parallel", "2", "--max-tokens", "8", "--threads", "1"], {"LANNER_MODEL": ""}, port, tmp_path / "serve.log")
     try:
@@ -197,12 +165,12 @@ def test_lanner_serve_subprocess(tmp_path):
             "model": NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
         assert r.status_code == 200
     finally:
-        _stop(proc, log)
+        stop_server(proc, log)
 
 
 def test_plain_gunicorn_with_env(tmp_path):
-    port = _free_port()
-    proc, url, statuses, log = _serve(
+    port = free_port()
+    proc, url, statuses, log = serve_subprocess(
         [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
          "-b", f"127.0.0.1:{port}", "lanner.server.app:create_app()"],
         {"LANNER_MODEL": SMOL, "LANNER_MODEL_NAME": "smol", "LANNER_CTX_SIZE": "1024",
@@ -214,4 +182,4 @@ def test_plain_gunicorn_with_env(tmp_path):
         assert r.status_code == 200 and r.json()["usageMetadata"]["candidatesTokenCount"] <= 6
         assert requests.get(url + "/v1/models").json()["data"][0]["id"] == "smol"
     finally:
-        _stop(proc, log)
+        stop_server(proc, log)

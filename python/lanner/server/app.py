@@ -1,8 +1,9 @@
-"""create_app: the Falcon WSGI app serving the Gemini, Ollama and OpenAI dialects.
+"""create_app: the Falcon WSGI app serving the Gemini, Ollama and OpenAI dialects and the web UI.
 
-Owns: assembling settings, the ServerContext (model handle), middleware, routes and error
-handling. With backend=None the model loads in a background thread of the process that calls
-create_app (the gunicorn worker), so /health answers 503 until it is ready.
+Owns: assembling settings, the ServerContext (model handle), middleware (security.Guard: hosts,
+origins, API keys, body types), routes and error handling. With backend=None the model loads in
+a background thread of the process that calls create_app (the gunicorn worker), so /health
+answers 503 until it is ready.
 Also `gunicorn 'lanner.server.app:create_app()'`, configured by LANNER_* variables (settings.py).
 Must not: parse or render dialect JSON (adapters) or call _core.
 """
@@ -14,7 +15,7 @@ from typing import Optional
 
 import falcon
 
-from . import dialect
+from . import dialect, routes_webui
 from .context import ServerContext
 from .routes import add_routes
 from .security import Guard
@@ -60,6 +61,8 @@ def create_app(backend=None, settings: Optional[Settings] = None) -> LannerApp:
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     add_routes(app, ctx)
+    for path, resource in routes_webui.ROUTES:
+        app.add_route(path, resource(ctx))
     dialect.install(app)
     app.lanner = ctx
     return app

@@ -1,13 +1,15 @@
 """The server's handle on the one hosted model: loading it in the worker, naming it, submitting.
 
 Owns: the backend (lanner.LLM or a test double) and its lazy load in a background thread (so
-/health can answer 503 while loading), the names a request may use for the model, the facts
-the model-listing endpoints report, and submit() with its metrics.
+/health can answer 503 while loading), its re-load (the old backend serves until the new one
+is ready, then retires once idle), the names a request may use for the model, the facts the
+model-listing endpoints report, the upload store, and submit() with its metrics.
 Must not: parse or render any dialect; call _core (it uses only the backend's public API).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -20,6 +22,7 @@ from .disconnect import DisconnectWatcher
 from .errors import ApiError, unavailable
 from .metrics import Metrics
 from .settings import Settings
+from .uploads import UploadStore
 
 log = logging.getLogger("lanner.server")
 
@@ -46,6 +49,9 @@ class ServerContext:
         self._load_error: Optional[str] = None
         self._lock = threading.Lock()
         self._loader: Optional[threading.Thread] = None
+        self._reload_lock = threading.Lock()
+        self._retiring: set = set()  # replaced backends still finishing their requests
+        self.uploads = UploadStore(settings.upload_dir, settings.max_upload_bytes)
         if backend is None and load_now:
             self.start_loading()
 
@@ -69,6 +75,48 @@ class ServerContext:
         self._backend = backend
         log.info("model %s loaded in %.1f s (%s)", self.model_name,
                  time.perf_counter() - t0, backend.model_path)
+
+    @property
+    def reloading(self) -> bool:
+        return self._reload_lock.locked()
+
+    def reload(self, ctx_size: Optional[int] = None):
+        """Load the hosted model again (optionally with another context size) while the current
+        backend keeps serving; swap when the new one is ready and retire the old one once its
+        requests are done. 409 while a load runs; a failed load (500) leaves the old one serving."""
+        if self.state == "loading" or not self._reload_lock.acquire(blocking=False):
+            raise ApiError(409, "a model load is already running; retry when it has finished")
+        try:
+            old = self.backend
+            settings = dataclasses.replace(self.settings, ctx_size=ctx_size or self.settings.ctx_size)
+            t0 = time.perf_counter()
+            try:
+                new = load_backend(settings)
+            except Exception as e:
+                log.exception("re-loading the model failed; the loaded one keeps serving")
+                raise ApiError(500, f"loading the model failed ({type(e).__name__}: {e}); the "
+                                    "loaded model keeps serving", code="load_failed") from None
+            self.settings, self._backend = settings, new
+            log.info("model %s re-loaded in %.1f s", self.model_name, time.perf_counter() - t0)
+        finally:
+            self._reload_lock.release()
+        self._retiring.add(old)
+        threading.Thread(target=self._retire, args=(old,), name="lanner-model-retire",
+                         daemon=True).start()
+        return new
+
+    def _retire(self, backend, timeout_s: float = 600.0) -> None:
+        """Close a replaced backend once its engine has no request left (or after timeout_s)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while backend.engine.stats().busy and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except Exception:  # a test double without stats: nothing to wait for
+            pass
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+        self._retiring.discard(backend)
 
     def wait_loaded(self, timeout: Optional[float] = None) -> bool:
         if self._loader is not None:
@@ -171,10 +219,12 @@ class ServerContext:
 
     def busy(self) -> bool:
         """Any request running or waiting (False before the model is loaded)."""
-        return self._backend is not None and self._backend.engine.stats().busy
+        backends = [b for b in (self._backend, *list(self._retiring)) if b is not None]
+        return any(b.engine.stats().busy for b in backends)
 
     def end_all(self, message: str) -> None:
         """End every running and waiting request with an error (streams get their dialect's
         terminal error event); the engine takes no more requests."""
-        if self._backend is not None:
-            self._backend.engine.close(error=message)
+        for b in (self._backend, *list(self._retiring)):
+            if b is not None:
+                b.engine.close(error=message)

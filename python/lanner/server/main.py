@@ -37,6 +37,8 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--io-timeout", "io_timeout", int, "seconds a client socket read or write may block (default 30)"),
     ("--api-key", "api_key", str, "require this key (Authorization: Bearer / x-goog-api-key)"),
     ("--api-key-file", "api_key_file", str, "require one of the keys in this file (one per line)"),
+    ("--max-upload-bytes", "max_upload_bytes", int, "larger web UI uploads get 413 (default 10 MiB)"),
+    ("--upload-dir", "upload_dir", str, "where web UI uploads are kept (default: a private temp dir)"),
 ]
 
 

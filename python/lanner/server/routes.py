@@ -14,7 +14,7 @@ from typing import Callable
 import falcon
 
 from ..types import ContextOverflowError
-from .adapters import gemini, ollama, openai
+from .adapters import gemini, ollama, openai, webui
 from .context import ServerContext
 from .dialect import is_google_client
 from .errors import RETRY_AFTER_S, ApiError, from_exception
@@ -190,7 +190,9 @@ class OllamaGenerate(_Resource):
     parse = staticmethod(ollama.parse_generate)
 
     def on_post(self, req, resp):
-        body = read_json(req, self.ctx)
+        self.answer(req, resp, read_json(req, self.ctx))
+
+    def answer(self, req, resp, body):
         call = self.parse(body, self.ctx)
         if call is None:
             send_json(resp, ollama.render_load(self.ctx.check_model(body.get("model")), self.kind))
@@ -199,8 +201,18 @@ class OllamaGenerate(_Resource):
 
 
 class OllamaChat(OllamaGenerate):
+    """/api/chat: Ollama's, or the web UI's SSE chat when the request says so (webui.wants_webui)."""
+
     kind = "chat"
     parse = staticmethod(ollama.parse_chat)
+
+    def on_post(self, req, resp):
+        body = read_json(req, self.ctx)
+        if req.path == "/api/chat" and webui.wants_webui(body, req.get_header("Accept")):
+            run_call(req, resp, self.ctx, webui.parse_chat(body, self.ctx), "webui", None,
+                     webui.stream_chat, SSE)
+            return
+        self.answer(req, resp, body)
 
 
 class OllamaTags(_Resource):
@@ -261,12 +273,11 @@ class HostedModel(_Resource):
 
     def on_get(self, req, resp):
         f = self.ctx.model_facts()
-        b = self.ctx.backend
-        send_json(resp, {"model": f["name"], "file": f["file"], "path": f["path"],
-                         "size": f["size"], "architecture": f["architecture"],
-                         "backend": (b.metadata or {}).get("device") or "ggml",
-                         "context_length": f["context_length"], "n_ctx": f["n_ctx"],
-                         "default_max_tokens": self.ctx.settings.max_tokens, "loaded": True})
+        base = {"model": f["name"], "file": f["file"], "path": f["path"], "size": f["size"],
+                "architecture": f["architecture"], "backend": webui.backend_name(self.ctx),
+                "context_length": f["context_length"], "n_ctx": f["n_ctx"],
+                "default_max_tokens": self.ctx.settings.max_tokens, "loaded": True}
+        send_json(resp, webui.render_models(self.ctx, base))
 
 
 def add_routes(app: falcon.App, ctx: ServerContext) -> None:

@@ -3,7 +3,8 @@
 Owns: one Falcon middleware that runs before any route. (1) Bound to loopback, only loopback
 Host names are served (403 otherwise: DNS rebinding). (2) A request from a browser page of
 another origin is refused (403) unless the origin is on the --cors-origin allowlist; allowed
-ones get CORS headers (never `*` with credentials), preflights are answered here. (3) With
+ones get CORS headers (never `*` with credentials), preflights are answered here; the web UI's
+mutating endpoints (SAME_ORIGIN_PATHS) refuse every other origin, allowlisted or not. (3) With
 --api-key / --api-key-file, every route but /health and the web page needs a key: OpenAI's and
 Ollama's `Authorization: Bearer`, Gemini's `x-goog-api-key` or `?key=` (401 missing, 403 wrong;
 compared in constant time). (4) A body must be JSON (415 otherwise) except where a route says.
@@ -24,6 +25,7 @@ from .settings import Settings
 PUBLIC_PATHS = ("/health",)            # answered without a key
 PUBLIC_PREFIXES = ("/ui/",)            # the web page's static files
 FORM_BODY_PATHS = ("/api/upload",)     # routes that take multipart bodies
+SAME_ORIGIN_PATHS = ("/api/upload", "/api/models/load")  # mutating: no other page, allowlisted or not
 JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")  # curl -d sends the latter
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE_S = "600"
@@ -84,6 +86,8 @@ class Guard:
             return None
         if urlsplit(origin).netloc.lower() == (req.get_header("Host") or "").lower():
             return None  # same origin: the web UI
+        if req.path in SAME_ORIGIN_PATHS:
+            return self._refuse(origin)
         if origin.rstrip("/") in self.origins:
             return origin
         if "*" in self.origins:

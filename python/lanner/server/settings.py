@@ -31,6 +31,8 @@ ENV_VARS = {
     "LANNER_API_KEY_FILE": "api_key_file",  # a file of keys, one per line (# comments)
     "LANNER_CORS_ORIGINS": "cors_origins",  # comma-separated browser origins allowed to call
     "LANNER_IO_TIMEOUT": "io_timeout",    # seconds one socket read or write may block
+    "LANNER_MAX_UPLOAD": "max_upload_bytes",  # web UI uploads over this many bytes get 413
+    "LANNER_UPLOAD_DIR": "upload_dir",    # where uploads are kept; default: a private temp dir
 }
 
 
@@ -51,6 +53,8 @@ class Settings:
     api_key_file: Optional[str] = None
     cors_origins: str = ""        # comma-separated; "*" allows every origin (no credentials)
     io_timeout: int = 30          # seconds a client socket read or write may block
+    max_upload_bytes: int = 10 * 1024 * 1024
+    upload_dir: Optional[str] = None  # None = a fresh private (0700) temp dir per server process
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -73,7 +77,8 @@ class Settings:
         return cls(**values).check()
 
     def check(self) -> "Settings":
-        for name in ("port", "parallel", "max_tokens", "max_body_bytes", "io_timeout"):
+        for name in ("port", "parallel", "max_tokens", "max_body_bytes", "io_timeout",
+                     "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "ctx_size", "max_queue", "http_threads"):
