@@ -60,14 +60,17 @@ def request_for(rng: random.Random, model: str) -> tuple[str, dict, bool, str]:
              "generationConfig": {"maxOutputTokens": n}}, stream, dialect)
 
 
-def spoil(body: dict, rng: random.Random) -> dict:
-    """An invalid variant: a wrong type or an out-of-range value."""
-    bad = dict(body)
-    key = rng.choice(("messages", "contents", "temperature", "generationConfig", "options"))
-    bad[key] = rng.choice(("x", -5, [1, 2], {"a": []}))
-    if "messages" not in bad and "contents" not in bad:
-        bad["messages"] = "nope"
-    return bad
+SPOIL = {  # per dialect: fields it reads, each with values it must refuse
+    "openai": {"messages": ("x", [1, 2], []), "temperature": ("hot", -5), "max_tokens": (0, "many")},
+    "ollama": {"messages": ("x", [1, 2]), "options": ("x", {"temperature": "hot"}, {"num_predict": 0})},
+    "gemini": {"contents": (5, []), "generationConfig": ("x", {"topK": "a"}, {"candidateCount": 3})},
+}
+
+
+def spoil(body: dict, dialect: str, rng: random.Random) -> dict:
+    """An invalid variant: a field the dialect reads, with a wrong type or value."""
+    key, values = rng.choice(list(SPOIL[dialect].items()))
+    return {**body, key: rng.choice(values)}
 
 
 def terminated(dialect: str, text: str) -> bool:
@@ -101,7 +104,7 @@ def client(url: str, model: str, t_end: float, seed: int, st: Stats) -> None:
         invalid, disconnect = roll < 0.1, 0.1 <= roll < 0.2 and stream
         try:
             if invalid:
-                r = requests.post(url + path, json=spoil(body, rng), timeout=60)
+                r = requests.post(url + path, json=spoil(body, dialect, rng), timeout=60)
                 ok = 400 <= r.status_code < 500
             elif disconnect:
                 with requests.post(url + path, json=body, stream=True, timeout=60) as r:

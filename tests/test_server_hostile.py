@@ -77,7 +77,7 @@ def raw(port: int, data: bytes, read: bool = True) -> bytes:
 
 def chat(url, body=None, headers=None, path="/v1/chat/completions", **kw):
     return requests.post(url + path, json={"messages": USER, **(body or {})},
-                         headers={**AUTH, **(headers or {})}, timeout=30, **kw)
+                         headers={**AUTH, **(headers or {})}, timeout=120, **kw)
 
 
 def _long_stream(url, results, i):
