@@ -1,6 +1,7 @@
 """Prefill and decode speed of lanner vs llama-cpp-python on the same GGUF files and threads.
 
     python bench/bench_core.py [--threads 2] [--runs 5] [--prompt 512] [--gen 128] [--models smollm2,gemma3]
+    python bench/bench_core.py --models qwen3moe-tiny,gpt-oss-tiny   # MoE dispatch cost
 
 Each run of each engine happens in its own subprocess (the two cannot share a process: both load
 a libggml-base.so.0 with different symbols), engines alternate run by run, and each run uses a
@@ -18,13 +19,15 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 WORKER = r"""
 import json, sys, time
-engine, path, threads, n_prompt, n_gen, run, fa = sys.argv[1:8]
+engine, path, threads, n_prompt, n_gen, run, fa, n_ids = sys.argv[1:9]
 threads, n_prompt, n_gen, run = int(threads), int(n_prompt), int(n_gen), int(run)
-prompt = [100 + (run * 7919 + i * 104729) % 20000 for i in range(n_prompt)]  # distinct per run
+prompt = [100 + (run * 7919 + i * 104729) % int(n_ids) for i in range(n_prompt)]  # distinct per run
 stamps = []
 if engine == "lanner":
     import lanner
@@ -47,18 +50,34 @@ print(json.dumps({"prefill": n_prompt / (stamps[0] - t0), "decode": (n_gen - 1) 
 """
 
 
-def model_paths(names: list[str]) -> dict[str, str]:
+TINY_MOE = {"qwen3moe-tiny": "qwen3moe", "gpt-oss-tiny": "gpt-oss"}  # tests/tiny_gguf.py, F16
+
+
+def model_paths(names: list[str], tmp: str) -> dict[str, str]:
+    """name -> GGUF path; the tiny MoE models (2 layers, n_embd 32, 4 experts, 2 used) are
+    written into `tmp`: at that size a token's cost is the per-op dispatch (router, top-k,
+    mul_mat_id), which is what their rows show."""
     from lanner.default_model import gemma3_path, smollm2_path
 
     table = {"smollm2": smollm2_path, "gemma3": gemma3_path}
-    return {n: str(table[n]()) for n in names}
+    out = {}
+    for n in names:
+        if n in TINY_MOE:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from tiny_gguf import write_tiny_arch
+
+            out[n] = write_tiny_arch(Path(tmp) / f"{n}.gguf", TINY_MOE[n], weight_type="F16")
+        else:
+            out[n] = str(table[n]())
+    return out
 
 
 def one_run(engine: str, path: str, args, run: int) -> dict:
     fa = "0" if engine == "lanner-softmax" else "1"
     engine = "lanner" if engine.startswith("lanner") else engine
+    n_ids = 300 if Path(path).stem in TINY_MOE else 20000  # prompt ids in [100, 100 + n_ids)
     out = subprocess.run([sys.executable, "-c", WORKER, engine, path, str(args.threads), str(args.prompt),
-                          str(args.gen), str(run), fa], capture_output=True, text=True, check=True)
+                          str(args.gen), str(run), fa, str(n_ids)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -80,7 +99,8 @@ def main() -> None:
         print("llama-cpp-python not installed (pip install '.[bench]'): lanner only")
     print(f"threads={args.threads} prompt={args.prompt} gen={args.gen} runs={args.runs} "
           f"date={time.strftime('%Y-%m-%d')}")
-    for name, path in model_paths(args.models.split(",")).items():
+    tmp = tempfile.mkdtemp()
+    for name, path in model_paths(args.models.split(","), tmp).items():
         res = {e: [] for e in engines}
         for run in range(args.runs):
             for e in engines:

@@ -28,5 +28,13 @@ void gemma2_load(Model& m);
 ggml_tensor* gemma2_build(GraphBuild& b);
 void phi3_load(Model& m);
 ggml_tensor* phi3_build(GraphBuild& b);
+void qwen2_load(Model& m);
+ggml_tensor* qwen2_build(GraphBuild& b);
+void qwen3_load(Model& m);
+ggml_tensor* qwen3_build(GraphBuild& b);
+void qwen3moe_load(Model& m);
+ggml_tensor* qwen3moe_build(GraphBuild& b);
+void gpt_oss_load(Model& m);
+ggml_tensor* gpt_oss_build(GraphBuild& b);
 
 }  // namespace lanner

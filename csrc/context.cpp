@@ -33,7 +33,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
                                     params_.n_seq_max, params_.type_k, params_.type_v, !use_flash_attn());
 
-    graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * 64);
+    graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * (64 + 2 * hp.n_expert_used));  // MoE: a view + add per expert
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
 
     std::vector<ggml_backend_t> backends{backend_};

@@ -12,9 +12,9 @@ ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w) {
 
 ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale, ggml_tensor* factors) {
     const auto& hp = b.m.hp;
-    return ggml_rope_ext(b.ctx, x, b.in.pos, factors, hp.n_rot, hp.rope_mode, hp.n_ctx_train, base,
-                         freq_scale, /*ext_factor=*/0.0f, hp.rope_attn_factor, /*beta_fast=*/32.0f,
-                         /*beta_slow=*/1.0f);
+    const int n_ctx_orig = hp.n_ctx_orig > 0 ? hp.n_ctx_orig : hp.n_ctx_train;  // YaRN's corr. dims
+    return ggml_rope_ext(b.ctx, x, b.in.pos, factors, hp.n_rot, hp.rope_mode, n_ctx_orig, base, freq_scale,
+                         hp.rope_ext_factor, hp.rope_attn_factor, /*beta_fast=*/32.0f, /*beta_slow=*/1.0f);
 }
 
 ggml_tensor* blk_rope_factors(const GraphBuild& b) {
@@ -28,9 +28,12 @@ Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w) {
     ggml_context* ctx = b.ctx;
     const int64_t hk = hp.n_embd_head_k, hv = hp.n_embd_head_v, T = b.n_tokens;
     if (!w.wqkv) {
-        return {ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wq, h), hk, hp.n_head, T),
-                ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wk, h), hk, hp.n_head_kv, T),
-                ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wv, h), hv, hp.n_head_kv, T)};
+        auto proj = [&](ggml_tensor* wt, ggml_tensor* bias, int64_t hd, int64_t n_h) {
+            ggml_tensor* t = ggml_mul_mat(ctx, wt, h);  // [hd*n_h, T]
+            if (bias) t = ggml_add(ctx, t, bias);
+            return ggml_reshape_3d(ctx, t, hd, n_h, T);
+        };
+        return {proj(w.wq, w.bq, hk, hp.n_head), proj(w.wk, w.bk, hk, hp.n_head_kv), proj(w.wv, w.bv, hv, hp.n_head_kv)};
     }
     ggml_tensor* qkv = ggml_mul_mat(ctx, w.wqkv, h);  // [n_head*hk + n_head_kv*(hk + hv), T]: q, k, v rows
     const size_t es = ggml_element_size(qkv);
@@ -42,7 +45,7 @@ Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w) {
 }
 
 ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v,
-                           float scale, bool swa) {
+                           float scale, bool swa, ggml_tensor* sinks) {
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
     ggml_tensor* k_cache = b.kv.k[il];  // [n_embd_k_gqa, n_ctx]
@@ -70,6 +73,7 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
         ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, hp.n_embd_head_v, b.n_kv, hp.n_head_kv, v_cache->nb[1],
                                          ggml_row_size(v_cache->type, hp.n_embd_head_v), 0);
         out = ggml_flash_attn_ext(ctx, q, kv_k, kv_v, mask, scale, 0.0f, hp.attn_softcap);
+        if (sinks) ggml_flash_attn_ext_add_sinks(out, sinks);
         ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);  // out: [hd_v, n_head, T]
     } else {
         ggml_tensor* kq = ggml_mul_mat(ctx, kv_k, q);  // [n_kv, T, n_head]; head h reads kv head h/group
@@ -79,6 +83,7 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
         } else {
             kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
         }
+        if (sinks) ggml_soft_max_add_sinks(kq, sinks);
         // values of the visited cells, transposed: [n_kv, hd_v, n_head_kv]
         ggml_tensor* kv_v = ggml_view_3d(ctx, v_cache, b.n_kv, hp.n_embd_head_v, hp.n_head_kv, v_cache->nb[1],
                                          v_cache->nb[1] * hp.n_embd_head_v, 0);

@@ -42,23 +42,34 @@ struct Qkv {
 
 ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w);  // x: [n, ...]
 // x: [hd, n_h, T]. factors: [n_rot/2] F32 or null; pair i turns by pos*freq_scale*theta_i/factors[i];
-// cos/sin are multiplied by hp.rope_attn_factor.
+// cos/sin are multiplied by hp.rope_attn_factor; YaRN when hp.rope_ext_factor != 0.
 ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale,
                       ggml_tensor* factors = nullptr);
 // The model's RoPE factors for this context: rope_freqs if present, else LongRoPE's long factors
 // when the context (KV cells) exceeds rope.scaling.original_context_length, else the short ones.
 ggml_tensor* blk_rope_factors(const GraphBuild& b);
-// h: [n_embd, T] (normed) -> q/k/v from attn_q/k/v, or split from the fused attn_qkv output.
+// h: [n_embd, T] (normed) -> q/k/v from attn_q/k/v (+ their biases where the layer has them),
+// or split from the fused attn_qkv output.
 Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w);
 // q: [hd_k, n_head, T], k: [hd_k, n_head_kv, T], v: [hd_v, n_head_kv, T] -> [hd_v*n_head, T]
 // Scores are scale * q.k, soft-capped by hp.attn_softcap when > 0.
+// sinks: optional F32 [n_head], one extra logit per head in the softmax's denominator (gpt-oss)
 ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v,
-                           float scale, bool swa);
+                           float scale, bool swa, ggml_tensor* sinks = nullptr);
 // Gated FFN: glu(gate(x)) * up(x), or with ffn_gate null, ffn_up's output split in halves
 // (gate rows first, then up rows), then down. -> [n_embd, T]
 ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu);
 ggml_tensor* blk_softcap(GraphBuild& b, ggml_tensor* x, float cap);  // cap * tanh(x / cap)
 // [n_embd, T] -> [n_vocab, n_outputs]; soft-capped by hp.final_softcap when > 0
 ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x);
+
+// Mixture of experts (graph_moe.cpp). Router logits r = W_r x (+ b_r).
+//   softmax:        p = softmax(r) over all experts; top-k of p; weights p[top-k] (renormalised
+//                   to sum 1 when hp.expert_weights_norm)            (qwen3moe)
+//   softmax_topk:   top-k of r; weights softmax(r[top-k])            (gpt-oss)
+// Each chosen expert's gated FFN (+ expert biases) through ggml_mul_mat_id, summed with weights.
+enum class MoeGating { softmax, softmax_topk };
+enum class MoeGlu { swiglu, swiglu_oai };  // swiglu_oai: gpt-oss' clamped SwiGLU (alpha 1.702, limit 7)
+ggml_tensor* blk_moe(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, MoeGating gating, MoeGlu glu);  // [n_embd, T]
 
 }  // namespace lanner

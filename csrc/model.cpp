@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -68,11 +69,23 @@ void Model::read_base_hparams(int n_ctx_train, float rms_eps, float rope_base) {
     hp.n_ctx_train = (int)f.get_int(key("context_length"), n_ctx_train);
     hp.rms_eps = (float)f.get_float(key("attention.layer_norm_rms_epsilon"), rms_eps);
     hp.rope_base = (float)f.get_float(key("rope.freq_base"), rope_base);
-    if (f.get_str(key("rope.scaling.type"), "none") == "linear")
-        hp.rope_freq_scale = 1.0f / (float)f.get_float(key("rope.scaling.factor"), 1.0);
+    const std::string scaling = f.get_str(key("rope.scaling.type"), "none");
+    const float factor = (float)f.get_float(key("rope.scaling.factor"), 0.0);
+    if ((scaling == "linear" || scaling == "yarn") && factor > 0.0f) hp.rope_freq_scale = 1.0f / factor;
     hp.n_ctx_orig = (int)f.get_int(key("rope.scaling.original_context_length"), hp.n_ctx_train);
     hp.rope_attn_factor = (float)f.get_float(key("rope.scaling.attn_factor"), 1.0);
+    if (scaling == "yarn") read_yarn(factor);
     check_head_dims();
+}
+
+// YaRN as llama.cpp sets it up for these families: ext_factor 1; rope_attn_factor (already
+// rope.scaling.attn_factor) times mscale / (1 + 0.1 ln f) with mscale = 1 + 0.1 ln f, so that
+// ggml's own (1 + 0.1 ln f) on cos/sin leaves exactly the model's magnitude scaling.
+void Model::read_yarn(float factor) {
+    hp.rope_ext_factor = 1.0f;
+    if (!(factor > 1.0f)) return;
+    const float mscale = 0.1f * logf(factor) + 1.0f;
+    hp.rope_attn_factor *= mscale / (1.0f + 0.1f * logf(factor));
 }
 
 void Model::check_head_dims() const {
@@ -130,6 +143,44 @@ void Model::bind_rope_factors() {
             file->fail(std::string("tensor '") + t->name + "' has type " + ggml_type_name(t->type) + ", expected f32");
     if ((rope_long == nullptr) != (rope_short == nullptr))
         file->fail("rope_factors_long and rope_factors_short must come together");
+}
+
+void Model::bind_qkv_biases(int il, LayerWeights& w, bool required) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    auto get = [&](const std::string& n, int64_t d) { return required ? need(p + n, {d}) : opt(p + n, {d}); };
+    w.bq = get("attn_q.bias", (int64_t)hp.n_head * hp.n_embd_head_k);
+    w.bk = get("attn_k.bias", hp.n_embd_k_gqa());
+    w.bv = get("attn_v.bias", hp.n_embd_v_gqa());
+}
+
+void Model::read_moe_hparams() {
+    auto& f = *file;
+    hp.n_expert = (int)f.get_int(key("expert_count"), 0);
+    hp.n_expert_used = (int)f.get_int(key("expert_used_count"), 0);
+    if (hp.n_expert <= 0 || hp.n_expert > 512)
+        file->fail("bad hyperparameters: expert_count = " + std::to_string(hp.n_expert));
+    if (hp.n_expert_used <= 0 || hp.n_expert_used > hp.n_expert)
+        file->fail("bad hyperparameters: expert_used_count = " + std::to_string(hp.n_expert_used) +
+                   " (expert_count " + std::to_string(hp.n_expert) + ")");
+    hp.n_ff_exp = (int)f.get_int(key("expert_feed_forward_length"), hp.n_ff / hp.n_expert_used);
+    if (hp.n_ff_exp <= 0 || hp.n_ff_exp > (1 << 24))
+        file->fail("bad hyperparameters: expert_feed_forward_length = " + std::to_string(hp.n_ff_exp));
+}
+
+void Model::bind_moe(int il, LayerWeights& w, bool biases) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    const int64_t e = hp.n_expert, ff = hp.n_ff_exp, d = hp.n_embd;
+    w.ffn_gate_inp = need(p + "ffn_gate_inp.weight", {d, e});
+    w.ffn_gate_exps = need(p + "ffn_gate_exps.weight", {d, ff, e});
+    w.ffn_up_exps = need(p + "ffn_up_exps.weight", {d, ff, e});
+    w.ffn_down_exps = need(p + "ffn_down_exps.weight", {ff, d, e});
+    if (!biases) return;
+    w.ffn_gate_inp_b = need(p + "ffn_gate_inp.bias", {e});
+    w.ffn_gate_exps_b = need(p + "ffn_gate_exps.bias", {ff, e});
+    w.ffn_up_exps_b = need(p + "ffn_up_exps.bias", {ff, e});
+    w.ffn_down_exps_b = need(p + "ffn_down_exps.bias", {d, e});
+    for (ggml_tensor* t : {w.ffn_gate_inp_b, w.ffn_gate_exps_b, w.ffn_up_exps_b, w.ffn_down_exps_b})
+        if (t->type != GGML_TYPE_F32) file->fail(std::string("tensor '") + t->name + "' must be F32");
 }
 
 void Model::choose_device() {

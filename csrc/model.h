@@ -33,11 +33,20 @@ struct HParams {
     float rope_base_swa = 10000.0f;    // sliding-window layers
     float rope_attn_factor = 1.0f;     // multiplies RoPE's cos/sin (LongRoPE's attention factor)
     int n_ctx_orig = 0;                // rope.scaling.original_context_length (else n_ctx_train)
+    float rope_freq_scale_swa = 1.0f;  // sliding-window layers
+    // YaRN (rope.scaling.type yarn): ext_factor 1 mixes interpolated and extrapolated angles
+    // per dim; rope_attn_factor then also holds YaRN's magnitude scaling as llama.cpp derives it.
+    float rope_ext_factor = 0.0f;      // 0 = plain RoPE
     float attn_scale = 0.0f;           // 0 -> 1/sqrt(n_embd_head_k)
     float attn_softcap = 0.0f;         // 0 = off; else scores = cap * tanh(scores / cap)
     float final_softcap = 0.0f;        // 0 = off; else logits = cap * tanh(logits / cap)
     int n_swa = 0;                     // sliding window in positions; 0 = none
     std::vector<uint8_t> layer_is_swa; // [n_layer]
+    // mixture of experts (0 experts = dense FFN)
+    int n_expert = 0;
+    int n_expert_used = 0;            // top-k experts per token
+    int n_ff_exp = 0;                 // hidden size of one expert
+    bool expert_weights_norm = false; // renormalise the k selected weights to sum 1
 
     int n_embd_k_gqa() const { return n_embd_head_k * n_head_kv; }
     int n_embd_v_gqa() const { return n_embd_head_v * n_head_kv; }
@@ -50,14 +59,28 @@ struct LayerWeights {
     ggml_tensor* wk = nullptr;              // [n_embd, n_head_kv*hd_k]
     ggml_tensor* wv = nullptr;              // [n_embd, n_head_kv*hd_v]
     ggml_tensor* wo = nullptr;              // [n_head*hd_v, n_embd]
-    ggml_tensor* q_norm = nullptr;          // [hd_k] (gemma3)
-    ggml_tensor* k_norm = nullptr;          // [hd_k] (gemma3)
-    ggml_tensor* post_attn_norm = nullptr;  // [n_embd] (gemma3)
+    ggml_tensor* bq = nullptr;              // [n_head*hd_k] (qwen2, gpt-oss; optional)
+    ggml_tensor* bk = nullptr;              // [n_head_kv*hd_k]
+    ggml_tensor* bv = nullptr;              // [n_head_kv*hd_v]
+    ggml_tensor* bo = nullptr;              // [n_embd] (gpt-oss)
+    ggml_tensor* attn_sinks = nullptr;      // [n_head] F32 (gpt-oss)
+    ggml_tensor* q_norm = nullptr;          // [hd_k] (gemma3, qwen3)
+    ggml_tensor* k_norm = nullptr;          // [hd_k] (gemma3, qwen3)
+    ggml_tensor* post_attn_norm = nullptr;  // [n_embd] (gemma3; gpt-oss: the FFN's pre-norm)
     ggml_tensor* ffn_norm = nullptr;        // [n_embd]
     ggml_tensor* ffn_gate = nullptr;        // [n_embd, n_ff]; null when ffn_up is fused (phi3)
     ggml_tensor* ffn_up = nullptr;          // [n_embd, n_ff], or [n_embd, 2*n_ff] = gate then up
     ggml_tensor* ffn_down = nullptr;        // [n_ff, n_embd]
     ggml_tensor* post_ffn_norm = nullptr;   // [n_embd] (gemma3)
+    // mixture of experts: router, experts stacked on the last axis, optional biases (gpt-oss)
+    ggml_tensor* ffn_gate_inp = nullptr;    // [n_embd, n_expert]
+    ggml_tensor* ffn_gate_inp_b = nullptr;  // [n_expert]
+    ggml_tensor* ffn_gate_exps = nullptr;   // [n_embd, n_ff_exp, n_expert]
+    ggml_tensor* ffn_up_exps = nullptr;     // [n_embd, n_ff_exp, n_expert]
+    ggml_tensor* ffn_down_exps = nullptr;   // [n_ff_exp, n_embd, n_expert]
+    ggml_tensor* ffn_gate_exps_b = nullptr; // [n_ff_exp, n_expert]
+    ggml_tensor* ffn_up_exps_b = nullptr;   // [n_ff_exp, n_expert]
+    ggml_tensor* ffn_down_exps_b = nullptr; // [n_embd, n_expert]
 };
 
 struct Model {
@@ -106,8 +129,14 @@ struct Model {
     void bind_attention(int il, LayerWeights& w);  // attn_norm, q/k/v/o
     void bind_ffn(int il, LayerWeights& w);        // ffn_norm, gate/up/down
     void bind_rope_factors();                      // rope_freqs, rope_factors_{long,short} if present
+    void bind_qkv_biases(int il, LayerWeights& w, bool required);  // attn_{q,k,v}.bias
+    // MoE hparams (expert_count, expert_used_count, expert_feed_forward_length), checked
+    void read_moe_hparams();
+    // ffn_gate_inp + ffn_{gate,up,down}_exps (+ their .bias when `biases`), shape-checked
+    void bind_moe(int il, LayerWeights& w, bool biases);
 
   private:
+    void read_yarn(float factor);
     void choose_device();
     void load_weights();
     std::vector<ggml_tensor*> matmul_only_weights() const;

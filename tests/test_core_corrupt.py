@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lanner._core as core
-from tiny_gguf import N_EMBD, write_tiny_llama
+from tiny_gguf import N_EMBD, write_tiny_arch, write_tiny_llama
 
 # ---- a minimal GGUF walker: where each field lives (byte offsets) ----------------------------
 
@@ -200,6 +200,45 @@ def test_missing_file_and_directory(tmp_path):
         core.Model(str(tmp_path / "nope.gguf"))
     with pytest.raises(ValueError, match="not a regular file"):
         core.Model(str(tmp_path))
+
+
+# ---- families: MoE / attention-sink / bias metadata that does not match the tensors ----------
+
+FAMILY_DAMAGE = [
+    # (arch, metadata overrides, skipped tensors, tensor overrides, error pattern)
+    ("qwen3moe", {"expert_count": 8}, (), {},
+     r"ffn_gate_inp.weight' has shape \[32, 4\], expected \[32, 8\]"),
+    ("qwen3moe", {"expert_count": 3}, (), {}, r"ffn_gate_inp.weight' has shape"),
+    ("qwen3moe", {"expert_count": None}, (), {}, r"expert_count = 0"),
+    ("qwen3moe", {"expert_used_count": 5}, (), {}, r"expert_used_count = 5 \(expert_count 4\)"),
+    ("qwen3moe", {"expert_used_count": 0}, (), {}, r"expert_used_count = 0"),
+    ("qwen3moe", {"expert_feed_forward_length": 64}, (), {}, r"ffn_gate_exps.weight' has shape"),
+    ("qwen3moe", {}, (), {"blk.1.ffn_up_exps.weight": np.zeros((3, 32, 32), np.float32)},
+     r"blk.1.ffn_up_exps.weight' has shape \[32, 32, 3\], expected \[32, 32, 4\]"),
+    ("qwen3moe", {}, ("blk.0.ffn_down_exps.weight",), {}, r"missing required tensor 'blk.0.ffn_down_exps"),
+    ("gpt-oss", {"expert_count": 2}, (), {}, r"ffn_gate_inp.weight' has shape"),
+    ("gpt-oss", {}, (), {"blk.0.attn_sinks.weight": np.zeros(5, np.float32)},
+     r"attn_sinks.weight' has shape \[5\], expected \[4\]"),
+    ("gpt-oss", {}, (), {"blk.1.attn_sinks.weight": np.zeros((4, 2), np.float32)},
+     r"attn_sinks.weight' has shape \[2, 4\], expected \[4\]"),
+    ("gpt-oss", {}, ("blk.1.attn_sinks.weight",), {}, r"missing required tensor 'blk.1.attn_sinks.weight'"),
+    ("gpt-oss", {}, ("blk.0.ffn_gate_exps.bias",), {}, r"missing required tensor 'blk.0.ffn_gate_exps.bias'"),
+    ("gpt-oss", {}, (), {"blk.0.ffn_down_exps.bias": np.zeros((4, 16), np.float32)},
+     r"ffn_down_exps.bias' has shape \[16, 4\], expected \[32, 4\]"),
+    ("gpt-oss", {"attention.sliding_window": None}, (), {}, r"sliding_window"),
+    ("gpt-oss", {"rope.dimension_count": 4}, (), {}, r"rope.dimension_count == key_length"),
+    ("qwen2", {}, (), {"blk.0.attn_k.bias": np.zeros(17, np.float32)},
+     r"attn_k.bias' has shape \[17\], expected \[16\]"),
+    ("qwen3", {}, ("blk.1.attn_k_norm.weight",), {}, r"missing required tensor 'blk.1.attn_k_norm"),
+]
+
+
+@pytest.mark.parametrize("arch,kv,skip,override,match", FAMILY_DAMAGE)
+def test_family_metadata_mismatch(tmp_path, arch, kv, skip, override, match):
+    p = write_tiny_arch(tmp_path / "m.gguf", arch, skip_tensors=skip, tensor_overrides=override, **kv)
+    with pytest.raises(core.ModelLoadError, match=match) as ei:
+        core.Model(p)
+    assert p in str(ei.value)
 
 
 def test_process_still_healthy_after_errors(tmp_path, good):

@@ -229,3 +229,203 @@ def write_tiny_family(path, family: str, weight_type: str = "F32", skip_tensors=
     tensors.update(tensor_overrides or {})
     _write_tensors(w, tensors, skip_tensors, weight_type)
     return str(path)
+
+
+# ---- other families: qwen2, qwen3, qwen3moe, gpt-oss ------------------------------------------
+
+N_EXPERT, N_EXPERT_USED, N_FF_EXP = 4, 2, 32
+FAMILY_ARCHS = ("qwen2", "qwen3", "qwen3moe", "gpt-oss")
+MOE_ARCHS = ("qwen3moe", "gpt-oss")
+
+
+# Special tokens after the 256 byte tokens: (text, GGUF token type) - 3 control, 4 user-defined.
+FAMILY_SPECIALS = {
+    "qwen": [("<|endoftext|>", 3), ("<|im_start|>", 3), ("<|im_end|>", 3), ("<think>", 4), ("</think>", 4)],
+    "gpt-oss": [("<|startoftext|>", 3), ("<|endoftext|>", 3), ("<|start|>", 3), ("<|channel|>", 3),
+                ("<|message|>", 3), ("<|end|>", 3), ("<|return|>", 3), ("<|call|>", 3), ("<|constrain|>", 3)],
+}
+
+
+# The families' own pre-tokenizers as their Hugging Face tokenizer.json files define them (the
+# split regex verbatim, then byte-level without GPT-2's regex; Qwen2 normalises to NFC first).
+HF_SPLIT_REGEX = {
+    "qwen2": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+    "gpt-4o": r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+}
+
+
+def family_pre(arch: str) -> str:
+    return "gpt-4o" if arch == "gpt-oss" else "qwen2"
+
+
+def hf_reference_tokenizer(pre: str, tokens: list[str], merges: list[str]):
+    """A `tokenizers.Tokenizer` over (tokens, merges) with the family's HF pre-tokenizer."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab, [tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(HF_SPLIT_REGEX[pre]), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    if pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    return tok
+
+
+def arch_vocab(arch: str, n_merges: int = 200) -> tuple[list[str], list[int], list[str]]:
+    """(tokens, types, merges): a byte-level BPE trained with the `tokenizers` library on the
+    tokenizer corpus through the family's HF pre-tokenizer (256 byte tokens + n_merges merges),
+    then the family's special tokens, padded with unused tokens to a multiple of 32."""
+    import json
+
+    from data.tokenizer_corpus import CORPUS
+    from tokenizers import models, pre_tokenizers, trainers, Tokenizer
+
+    tok = hf_reference_tokenizer(family_pre(arch), [], [])
+    tok.model = models.BPE()
+    trainer = trainers.BpeTrainer(vocab_size=256 + n_merges, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    specials = FAMILY_SPECIALS["gpt-oss" if arch == "gpt-oss" else "qwen"]
+    types = [1] * len(tokens) + [ty for _, ty in specials]
+    tokens += [t for t, _ in specials]
+    while len(tokens) % 32:
+        tokens.append(f"<|reserved_{len(tokens)}|>")
+        types.append(5)  # unused
+    return tokens, types, merges
+
+
+def tiny_family_tensors(arch: str, n_vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """name -> float32 array in numpy order (ggml ne reversed) for one of FAMILY_ARCHS."""
+    rng = np.random.default_rng(seed)
+    hd = N_EMBD // N_HEAD
+
+    def mat(n_out, n_in, gain=1.0, *lead):
+        return gain * rng.standard_normal((*lead, n_out, n_in)) / np.sqrt(n_in)
+
+    def norm(n):
+        return 1.0 + 0.1 * rng.standard_normal(n)
+
+    t = {"token_embd.weight": rng.standard_normal((n_vocab, N_EMBD)), "output_norm.weight": norm(N_EMBD)}
+    if arch == "gpt-oss":
+        t["output.weight"] = mat(n_vocab, N_EMBD)
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        t[p + "attn_norm.weight"] = norm(N_EMBD)
+        t[p + "attn_q.weight"] = mat(N_HEAD * hd, N_EMBD)
+        t[p + "attn_k.weight"] = mat(N_HEAD_KV * hd, N_EMBD)
+        t[p + "attn_v.weight"] = mat(N_HEAD_KV * hd, N_EMBD)
+        t[p + "attn_output.weight"] = mat(N_EMBD, N_HEAD * hd)
+        if arch in ("qwen2", "gpt-oss"):
+            t[p + "attn_q.bias"] = 0.5 * rng.standard_normal(N_HEAD * hd)
+            t[p + "attn_k.bias"] = 0.5 * rng.standard_normal(N_HEAD_KV * hd)
+            t[p + "attn_v.bias"] = 0.5 * rng.standard_normal(N_HEAD_KV * hd)
+        if arch in ("qwen3", "qwen3moe"):
+            t[p + "attn_q_norm.weight"] = norm(hd)
+            t[p + "attn_k_norm.weight"] = norm(hd)
+        if arch == "gpt-oss":
+            t[p + "attn_output.bias"] = 0.5 * rng.standard_normal(N_EMBD)
+            t[p + "attn_sinks.weight"] = rng.standard_normal(N_HEAD)
+            t[p + "post_attention_norm.weight"] = norm(N_EMBD)
+        else:
+            t[p + "ffn_norm.weight"] = norm(N_EMBD)
+        if arch in MOE_ARCHS:
+            t[p + "ffn_gate_inp.weight"] = mat(N_EXPERT, N_EMBD, 3.0)
+            # gpt-oss: large gate/up so that its SwiGLU clamp (limit 7) is reached
+            g = 4.0 if arch == "gpt-oss" else 1.0
+            t[p + "ffn_gate_exps.weight"] = mat(N_FF_EXP, N_EMBD, g, N_EXPERT)
+            t[p + "ffn_up_exps.weight"] = mat(N_FF_EXP, N_EMBD, g, N_EXPERT)
+            t[p + "ffn_down_exps.weight"] = mat(N_EMBD, N_FF_EXP, 1.0, N_EXPERT)
+            if arch == "gpt-oss":
+                t[p + "ffn_gate_inp.bias"] = 0.5 * rng.standard_normal(N_EXPERT)
+                t[p + "ffn_gate_exps.bias"] = 0.5 * rng.standard_normal((N_EXPERT, N_FF_EXP))
+                t[p + "ffn_up_exps.bias"] = 0.5 * rng.standard_normal((N_EXPERT, N_FF_EXP))
+                t[p + "ffn_down_exps.bias"] = 0.5 * rng.standard_normal((N_EXPERT, N_EMBD))
+        else:
+            t[p + "ffn_gate.weight"] = mat(N_FF, N_EMBD)
+            t[p + "ffn_up.weight"] = mat(N_FF, N_EMBD)
+            t[p + "ffn_down.weight"] = mat(N_EMBD, N_FF)
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def _family_meta(arch: str) -> dict:
+    meta = {
+        "context_length": 4096,
+        "embedding_length": N_EMBD,
+        "block_count": N_LAYER,
+        "feed_forward_length": N_FF,
+        "attention.head_count": N_HEAD,
+        "attention.head_count_kv": N_HEAD_KV,
+        "attention.layer_norm_rms_epsilon": 1e-6,
+        "rope.freq_base": 1000000.0,
+    }
+    if arch in MOE_ARCHS:
+        meta.update({"expert_count": N_EXPERT, "expert_used_count": N_EXPERT_USED,
+                     "expert_feed_forward_length": N_FF_EXP})
+    if arch == "gpt-oss":
+        # gpt-oss-20b's settings, scaled: YaRN x32 from 4096, window 128 -> 4 (tests see it)
+        meta.update({"context_length": 131072, "attention.layer_norm_rms_epsilon": 1e-5,
+                     "rope.freq_base": 150000.0, "attention.sliding_window": 4,
+                     "rope.scaling.type": "yarn", "rope.scaling.factor": 32.0,
+                     "rope.scaling.original_context_length": 4096,
+                     "attention.key_length": N_EMBD // N_HEAD, "attention.value_length": N_EMBD // N_HEAD})
+    return meta
+
+
+def write_tiny_arch(path, arch: str, weight_type: str = "F32", expert_type: str | None = None,
+                      skip_tensors=(), tensor_overrides=None, **kv) -> str:
+    """Write a tiny random `arch` model (one of FAMILY_ARCHS) with real tensor names and keys, and a
+    byte-level vocabulary with the family's pre-tokenizer and special tokens.
+    weight_type: GGML type of every weight matrix (>= 2-D; norms, biases, sinks stay F32);
+    expert_type: type of the stacked expert matrices (default weight_type), e.g. MXFP4.
+    kv: metadata overrides by '<arch>.' suffix (value None = drop the key)."""
+    meta = _family_meta(arch)
+    meta.update(kv)
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, val in meta.items():
+        if val is None:
+            continue
+        full = f"{arch}.{key}"
+        if isinstance(val, bool):
+            w.add_bool(full, val)
+        elif isinstance(val, int):
+            w.add_uint32(full, val)
+        elif isinstance(val, float):
+            w.add_float32(full, val)
+        else:
+            w.add_string(full, str(val))
+    tokens, types, merges = arch_vocab(arch)
+    ids = {t: i for i, t in enumerate(tokens)}
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(family_pre(arch))
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    if arch == "gpt-oss":
+        w.add_bos_token_id(ids["<|startoftext|>"])
+        w.add_eos_token_id(ids["<|return|>"])
+        w.add_pad_token_id(ids["<|endoftext|>"])
+    else:
+        w.add_eos_token_id(ids["<|im_end|>"])
+        w.add_pad_token_id(ids["<|endoftext|>"])
+    w.add_add_bos_token(False)
+    tensors = tiny_family_tensors(arch, len(tokens))
+    tensors.update(tensor_overrides or {})
+    for name, arr in tensors.items():
+        if name in skip_tensors:
+            continue
+        tname = expert_type if (expert_type and "_exps." in name and name.endswith(".weight")) else weight_type
+        qtype = gguf.GGMLQuantizationType[tname]
+        if arr.ndim >= 2 and not name.endswith(".bias") and qtype != gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return str(path)

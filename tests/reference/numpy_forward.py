@@ -2,8 +2,8 @@
 
 Owns: parsing a GGUF file, dequantizing every weight once to float32 with `gguf.quants` (cached
 per process and path), and one full causal pass `ReferenceModel.forward(tokens)` ->
-(n_tokens, n_vocab) from position 0, for the architectures `llama`, `gemma3`, `gemma2` and `phi3`
-(others raise).
+(n_tokens, n_vocab) from position 0, for the architectures `llama`, `gemma3`, `gemma2`, `phi3`,
+`qwen2`, `qwen3`, `qwen3moe` and `gpt-oss` (others raise).
 Must not: use a peer engine, a KV cache or batching; it favours plain, checkable math over speed.
 Two modes: float32 math (the default, the truth), and `emulate_ggml=True`, the same graph with
 ggml's CPU arithmetic reproduced bit for bit (ggml_numerics.py), against which the core's logits
@@ -30,6 +30,15 @@ Conventions (details at each use):
   angles divided by rope_factors_long when the context exceeds
   rope.scaling.original_context_length, else rope_factors_short; cos/sin times
   rope.scaling.attn_factor.
+- qwen2 / qwen3 / qwen3moe: the llama block with NeoX RoPE (no row permutation in their GGUFs);
+  qwen2 adds q/k/v biases; qwen3 RMSNorms each q/k head (attn_q_norm / attn_k_norm) before RoPE.
+- Mixture of experts (qwen3moe, gpt-oss): router logits r = h W_r^T (+ b_r); qwen3moe takes
+  p = softmax(r), the top-k of p, weights p[top-k] / sum (expert_weights_norm, default true);
+  gpt-oss takes the top-k of r and weights softmax(r[top-k]). Output = sum_j w_j expert_j(h).
+- gpt-oss: q/k/v/o biases; per-head sink logit s_h joins each softmax's denominator only
+  (p_j = e^{a_j} / (sum_i e^{a_i} + e^{s_h})); even layers see keys with i - j < sliding_window;
+  YaRN RoPE (ggml's formulation, apply_rope); experts: x = min(g, 7), y = clip(u, -7, 7),
+  x * sigmoid(1.702 x) * (y + 1); the FFN's pre-norm is post_attention_norm.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from gguf.quants import dequantize
 
 from . import ggml_numerics as gn
 
-SUPPORTED_ARCHS = ("llama", "gemma3", "gemma2", "phi3")
+SUPPORTED_ARCHS = ("llama", "gemma3", "gemma2", "phi3", "qwen2", "qwen3", "qwen3moe", "gpt-oss")
 
 # Per-layer tensors each architecture uses; any other tensor (biases, rope_freqs, experts, ...)
 # means a feature this reference does not implement, so loading raises instead of ignoring it.
@@ -58,7 +67,28 @@ _LAYER_TENSORS = {
     "gemma2": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "post_attention_norm",
                "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"),
     "phi3": ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"),
+    "qwen2": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+              "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"),
+    "qwen3": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm",
+              "attn_k_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"),
+    "qwen3moe": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm",
+                 "attn_k_norm", "ffn_norm", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps",
+                 "ffn_down_exps"),
+    "gpt-oss": ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_sinks",
+                "post_attention_norm", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps",
+                "ffn_down_exps"),
 }
+# Per-layer biases (`<name>.bias`): required ones, and optional ones (used when present).
+_LAYER_BIASES = {
+    "gpt-oss": ("attn_output", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"),
+}
+_LAYER_OPTIONAL_BIASES = {
+    "qwen2": ("attn_q", "attn_k", "attn_v"),
+    "qwen3": ("attn_q", "attn_k", "attn_v"),
+    "qwen3moe": ("attn_q", "attn_k", "attn_v"),
+    "gpt-oss": ("attn_q", "attn_k", "attn_v"),
+}
+_MOE_ARCHS = ("qwen3moe", "gpt-oss")
 _GLOBAL_TENSORS = ("token_embd", "output_norm", "output")
 # Optional global tensors per architecture (RoPE frequency factors).
 _OPTIONAL_GLOBAL = {"llama": ("rope_freqs",), "phi3": ("rope_factors_long", "rope_factors_short")}
@@ -101,6 +131,11 @@ class Hparams:
     rope_attn_factor: float = 1.0  # multiplies cos and sin (LongRoPE)
     n_ctx_orig: int = 0       # context LongRoPE's short factors are for (0 = no LongRoPE)
     n_ctx_train: int = 0      # the file's context_length
+    # YaRN: (ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow), None = plain RoPE
+    yarn: tuple | None = None
+    n_expert: int = 0          # mixture of experts: 0 = dense FFN
+    n_expert_used: int = 0     # top-k
+    expert_weights_norm: bool = False  # renormalise the top-k softmax weights (qwen3moe)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,13 +251,15 @@ def _quant_info(tensors) -> dict[str, QuantInfo]:
 
 def _check_tensor_names(arch: str, n_layer: int, weights: dict[str, np.ndarray]) -> None:
     expected = {f"{n}.weight" for n in _GLOBAL_TENSORS + _OPTIONAL_GLOBAL.get(arch, ())}
+    optional = {f"{n}.weight" for n in ("output",) + _OPTIONAL_GLOBAL.get(arch, ())}
     for il in range(n_layer):
         expected |= {f"blk.{il}.{n}.weight" for n in _LAYER_TENSORS[arch]}
-    unknown = sorted(set(weights) - expected)
+        expected |= {f"blk.{il}.{n}.bias" for n in _LAYER_BIASES.get(arch, ())}
+        optional |= {f"blk.{il}.{n}.bias" for n in _LAYER_OPTIONAL_BIASES.get(arch, ())}
+    unknown = sorted(set(weights) - expected - optional)
     if unknown:
         raise NotImplementedError(f"{arch}: tensors this reference does not implement: "
                                   f"{unknown[:8]}")
-    optional = {f"{n}.weight" for n in ("output",) + _OPTIONAL_GLOBAL.get(arch, ())}
     missing = sorted(expected - set(weights) - optional)
     if missing:
         raise ValueError(f"{arch}: missing tensors: {missing[:8]}")
@@ -234,7 +271,7 @@ def _rope_scaling(fields, arch: str) -> float:
     factor = float(_field(fields, f"{arch}.rope.scaling.factor", 1.0))
     if kind in ("none", "llama3", "longrope") or factor in (0.0, 1.0):
         return 1.0  # llama3 / LongRoPE scale through factor tensors, not the position
-    if kind == "linear":
+    if kind in ("linear", "yarn"):  # yarn: also the interpolation factor (see apply_rope)
         return 1.0 / factor
     raise NotImplementedError(f"rope scaling type {kind!r} is not implemented")
 
@@ -244,6 +281,8 @@ def _hparams(fields, weights: dict[str, np.ndarray]) -> Hparams:
     if arch not in SUPPORTED_ARCHS:
         raise NotImplementedError(f"architecture {arch!r} is not supported ({SUPPORTED_ARCHS})")
     a = arch + "."
+    if arch in FAMILY_ARCHS:
+        return _hparams_family(fields, weights)
     if _field(fields, a + "expert_count", 0):
         raise NotImplementedError("mixture-of-experts models are not supported")
     n_layer = int(_field(fields, a + "block_count"))
@@ -366,6 +405,60 @@ def _split_fused(hp: Hparams, weights: dict[str, np.ndarray], quant: dict) -> No
             for name, a, b in pieces:
                 weights[p + name + ".weight"] = w[a:b]
                 quant[p + name + ".weight"] = QuantInfo(info.qtype, info.raw[a:b])
+FAMILY_ARCHS = ("qwen2", "qwen3", "qwen3moe", "gpt-oss")
+
+
+def _yarn(fields, arch: str, n_ctx_train: int):
+    """llama.cpp's YaRN set-up from `{arch}.rope.scaling.*`, or None when the type is not yarn:
+    ext_factor 1, beta_fast 32, beta_slow 1; attn_factor = mscale / (1 + 0.1 ln f) with
+    mscale = 1 + 0.1 ln f, because ggml multiplies cos/sin by (1 + 0.1 ln f) itself."""
+    a = arch + "."
+    if _field(fields, a + "rope.scaling.type", "none") != "yarn":
+        return None
+    factor = float(_field(fields, a + "rope.scaling.factor", 0.0))
+    attn = 1.0
+    if factor > 1.0:
+        attn = (0.1 * math.log(factor) + 1.0) / (1.0 + 0.1 * math.log(factor))
+        attn *= float(_field(fields, a + "rope.scaling.attn_factor", 1.0))
+    n_orig = int(_field(fields, a + "rope.scaling.original_context_length", n_ctx_train))
+    return (1.0, attn, n_orig, 32.0, 1.0)
+
+
+def _hparams_family(fields, weights: dict[str, np.ndarray]) -> Hparams:
+    """qwen2, qwen3, qwen3moe, gpt-oss: llama.cpp's defaults where a key is absent."""
+    arch = _field(fields, "general.architecture")
+    a = arch + "."
+    n_layer = int(_field(fields, a + "block_count"))
+    n_embd = int(_field(fields, a + "embedding_length"))
+    n_head = int(_field(fields, a + "attention.head_count"))
+    n_head_kv = int(_field(fields, a + "attention.head_count_kv", n_head))
+    head_dim_k = int(_field(fields, a + "attention.key_length", n_embd // n_head))
+    head_dim_v = int(_field(fields, a + "attention.value_length", head_dim_k))
+    n_rot = int(_field(fields, a + "rope.dimension_count", head_dim_k))
+    n_ctx_train = int(_field(fields, a + "context_length", 4096))
+    pos_scale = _rope_scaling(fields, arch)
+    base = float(_field(fields, a + "rope.freq_base", 10000.0))
+    window, layer_swa = 0, (False,) * n_layer
+    if arch == "gpt-oss":  # even layers sliding (llama.cpp: il % pattern < pattern - 1)
+        window = int(_field(fields, a + "attention.sliding_window"))
+        pattern = int(_field(fields, a + "attention.sliding_window_pattern", 2))
+        layer_swa = tuple(pattern == 0 or il % pattern < pattern - 1 for il in range(n_layer))
+    moe = arch in _MOE_ARCHS
+    return Hparams(
+        arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=weights["token_embd.weight"].shape[0],
+        n_head=n_head, n_head_kv=n_head_kv, head_dim_k=head_dim_k, head_dim_v=head_dim_v,
+        n_rot=n_rot, rms_eps=float(_field(fields, a + "attention.layer_norm_rms_epsilon")),
+        rope_neox=True, rope_base=base,
+        rope_base_swa=float(_field(fields, a + "rope.freq_base_swa", base)),
+        rope_pos_scale=pos_scale, rope_pos_scale_swa=pos_scale,
+        layer_swa=layer_swa, sliding_window=window, attn_scale=1.0 / math.sqrt(head_dim_k),
+        embd_scale=1.0, attn_softcap=0.0, final_softcap=0.0,
+        yarn=_yarn(fields, arch, n_ctx_train),
+        n_expert=int(_field(fields, a + "expert_count")) if moe else 0,
+        n_expert_used=int(_field(fields, a + "expert_used_count")) if moe else 0,
+        expert_weights_norm=(arch == "qwen3moe"
+                             and bool(_field(fields, a + "expert_weights_norm", True))),
+    )
 
 
 def _load_cached(gguf_path: str | Path):
@@ -403,20 +496,40 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def apply_rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, pos_scale: float,
-               neox: bool, factors: np.ndarray | None = None, attn_factor: float = 1.0) -> np.ndarray:
+               neox: bool, factors: np.ndarray | None = None, attn_factor: float = 1.0,
+               yarn: tuple | None = None) -> np.ndarray:
     """Rotate x (n_tokens, n_heads, head_dim) by position; only the first n_rot elements.
 
     Pair k (k < n_rot/2) turns by angle pos * pos_scale * base^(-2k/n_rot) / factors[k]
     (factors: RoPE frequency factors, default 1); cos and sin are multiplied by attn_factor.
     The pair is (x[k], x[k + n_rot/2]) when neox else (x[2k], x[2k+1]).
+    yarn = (ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow), ggml's YaRN: pair k turns
+    by theta_i (1 - m_k) + theta_e m_k, theta_e = pos base^(-2k/n_rot), theta_i = pos_scale
+    theta_e, m_k = ext_factor (1 - clip((k - lo) / max(0.001, hi - lo), 0, 1)) with lo/hi the
+    floor/ceil of the dims whose wavelength fits beta_fast/beta_slow turns in n_ctx_orig; and
+    cos/sin are scaled by attn_factor (1 + 0.1 ln(1/pos_scale)).
     """
     half = n_rot // 2
     inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)  # (half,)
     if factors is not None:
         inv_freq = inv_freq / factors.astype(np.float64)
     ang = (pos.astype(np.float64) * pos_scale)[:, None] * inv_freq[None, :]  # (n_tokens, half)
-    cos = (attn_factor * np.cos(ang)).astype(np.float32)[:, None, :]  # (n_tokens, 1, half)
-    sin = (attn_factor * np.sin(ang)).astype(np.float32)[:, None, :]
+    mscale = attn_factor
+    if yarn is not None and yarn[0] != 0.0:
+        ext, attn, n_orig, beta_fast, beta_slow = yarn
+
+        def corr_dim(n_turns):
+            return n_rot * math.log(n_orig / (n_turns * 2 * math.pi)) / (2 * math.log(base))
+
+        lo = max(0.0, math.floor(corr_dim(beta_fast)))
+        hi = min(n_rot - 1.0, math.ceil(corr_dim(beta_slow)))
+        ramp = 1.0 - np.clip((np.arange(half) - lo) / max(0.001, hi - lo), 0.0, 1.0)  # (half,)
+        mix = ramp * ext
+        extrap = ang / pos_scale  # the angles without interpolation
+        ang = ang * (1.0 - mix) + extrap * mix
+        mscale *= attn * (1.0 + 0.1 * math.log(1.0 / pos_scale))
+    cos = (mscale * np.cos(ang)).astype(np.float32)[:, None, :]  # (n_tokens, 1, half)
+    sin = (mscale * np.sin(ang)).astype(np.float32)[:, None, :]
     lo, hi = (slice(0, half), slice(half, n_rot)) if neox else (slice(0, n_rot, 2),
                                                                  slice(1, n_rot, 2))
     x0, x1 = x[..., lo], x[..., hi]  # (n_tokens, n_heads, half) each
@@ -450,11 +563,12 @@ def causal_mask(n_tokens: int, window: int) -> np.ndarray:
 
 
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, mask: np.ndarray,
-           softcap: float) -> np.ndarray:
+           softcap: float, sinks: np.ndarray | None = None) -> np.ndarray:
     """Softmax attention with grouped KV heads.
 
     q (n_tokens, n_head, hd_k), k (n_tokens, n_head_kv, hd_k), v (n_tokens, n_head_kv, hd_v)
     -> (n_tokens, n_head * hd_v). Query head h reads KV head h // (n_head / n_head_kv).
+    sinks (n_head,): an extra logit per head in the softmax's denominator, attending to nothing.
     """
     n_tokens, n_head, _ = q.shape
     group = n_head // k.shape[1]
@@ -465,9 +579,16 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, mask: np.n
     if softcap > 0:
         s = np.float32(softcap) * np.tanh(s / np.float32(softcap))
     s = np.where(mask[None], s, -np.inf)
-    s = s - s.max(axis=-1, keepdims=True)
-    p = np.exp(s)
-    p /= p.sum(axis=-1, keepdims=True)
+    smax = s.max(axis=-1, keepdims=True)  # (n_head, n_tokens, 1)
+    sink = None
+    if sinks is not None:
+        sink = sinks.astype(np.float32)[:, None, None]  # (n_head, 1, 1)
+        smax = np.maximum(smax, sink)
+    p = np.exp(s - smax)
+    denom = p.sum(axis=-1, keepdims=True)
+    if sink is not None:
+        denom = denom + np.exp(sink - smax)
+    p /= denom
     o = p @ vh  # (n_head, n_tokens, hd_v)
     return o.transpose(1, 0, 2).reshape(n_tokens, -1)
 
@@ -512,6 +633,8 @@ class ReferenceModel:
         self.emulate_ggml = bool(emulate_ggml)
         self.flash_attn = bool(flash_attn)
         self.first_kv_cell = int(first_kv_cell)
+        if self.emulate_ggml and self.hparams.arch in FAMILY_ARCHS:
+            raise NotImplementedError(f"ggml emulation of {self.hparams.arch} is not implemented")
         if self.emulate_ggml:
             matrices = [n for n, w in self.weights.items()
                         if w.ndim == 2 and n != "token_embd.weight"] + [self.output_name]
@@ -538,7 +661,10 @@ class ReferenceModel:
         pos = np.arange(tok.size)  # (n_tokens,)
         # get_rows of a quantized embedding is plain dequantization in ggml too
         x = self.weights["token_embd.weight"][tok] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
-        layer = self._layer_gemma3 if hp.arch in ("gemma3", "gemma2") else self._layer_llama
+        layer = {"llama": self._layer_llama, "phi3": self._layer_llama,
+                 "gemma3": self._layer_gemma3, "gemma2": self._layer_gemma3,
+                 "qwen2": self._layer_qwen, "qwen3": self._layer_qwen,
+                 "qwen3moe": self._layer_qwen, "gpt-oss": self._layer_gpt_oss}[hp.arch]
         for il in range(hp.n_layer):
             x = layer(il, x, pos)
         x = self._norm(x, self.weights["output_norm.weight"])
@@ -578,12 +704,12 @@ class ReferenceModel:
         if self.emulate_ggml:  # positions are 0..n-1
             return gn.apply_rope(x, len(pos), hp.n_rot, base, pscale, hp.rope_neox)
         return apply_rope(x, pos, hp.n_rot, base, pscale, hp.rope_neox, self.rope_factors,
-                          hp.rope_attn_factor)
+                          hp.rope_attn_factor, hp.yarn)
 
-    def _attend(self, q, k, v, mask) -> np.ndarray:
+    def _attend(self, q, k, v, mask, sinks=None) -> np.ndarray:
         hp = self.hparams
         if not self.emulate_ggml:
-            return attend(q, k, v, hp.attn_scale, mask, hp.attn_softcap)
+            return attend(q, k, v, hp.attn_scale, mask, hp.attn_softcap, sinks)
         if self.flash_attn:
             return gn.attend_flash(q, k, v, hp.attn_scale, mask, hp.attn_softcap)
         if hp.attn_softcap > 0:
@@ -601,10 +727,10 @@ class ReferenceModel:
         """h (n_tokens, n_embd), already normed -> attention output (n_tokens, n_embd)."""
         hp = self.hparams
         n = h.shape[0]
-        q = self._mm(h, il, "attn_q").reshape(n, hp.n_head, hp.head_dim_k)
-        k = self._mm(h, il, "attn_k").reshape(n, hp.n_head_kv, hp.head_dim_k)
-        v = self._mm(h, il, "attn_v").reshape(n, hp.n_head_kv, hp.head_dim_v)
-        if qk_norm:  # Gemma 3: RMSNorm of each head over head_dim, before RoPE
+        q = self._mm_b(h, il, "attn_q").reshape(n, hp.n_head, hp.head_dim_k)
+        k = self._mm_b(h, il, "attn_k").reshape(n, hp.n_head_kv, hp.head_dim_k)
+        v = self._mm_b(h, il, "attn_v").reshape(n, hp.n_head_kv, hp.head_dim_v)
+        if qk_norm:  # Gemma 3, Qwen 3: RMSNorm of each head over head_dim, before RoPE
             q = self._norm(q, self._w(il, "attn_q_norm"))
             k = self._norm(k, self._w(il, "attn_k_norm"))
         swa = hp.layer_swa[il]
@@ -613,8 +739,9 @@ class ReferenceModel:
         q = self._rope(q, pos, base, pscale)
         k = self._rope(k, pos, base, pscale)
         mask = causal_mask(n, hp.sliding_window if swa else 0)  # (n_tokens, n_tokens)
-        o = self._attend(q, k, v, mask)  # (n_tokens, n_head*hd_v)
-        return self._mm(o, il, "attn_output")
+        sinks = self.weights.get(f"blk.{il}.attn_sinks.weight")  # gpt-oss
+        o = self._attend(q, k, v, mask, sinks)  # (n_tokens, n_head*hd_v)
+        return self._mm_b(o, il, "attn_output")
 
     def _layer_llama(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Pre-norm block: x += attn(norm(x)); x += down(silu(gate(h)) * up(h)), h = norm(x)."""
@@ -637,3 +764,72 @@ class ReferenceModel:
         g = self._glu(self._mm(h, il, "ffn_gate"), self._mm(h, il, "ffn_up"))  # (n_tokens, n_ff)
         f = self._mm(g, il, "ffn_down")
         return x + self._norm(f, self._w(il, "post_ffw_norm"))
+
+    # qwen2 / qwen3 / qwen3moe / gpt-oss
+
+    def _mm_b(self, x: np.ndarray, il: int, name: str) -> np.ndarray:
+        """_mm plus the layer's `name.bias` when the file has one."""
+        y = self._mm(x, il, name)
+        b = self.weights.get(f"blk.{il}.{name}.bias")
+        return y if b is None else y + b
+
+    def _layer_qwen(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Pre-norm block as llama (NeoX RoPE, optional q/k/v biases, q/k norms for qwen3*); the
+        FFN is SwiGLU, or the mixture of experts for qwen3moe."""
+        qk_norm = self.hparams.arch != "qwen2"
+        x = x + self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, qk_norm)
+        h = self._norm(x, self._w(il, "ffn_norm"))
+        if self.hparams.n_expert:
+            return x + self._moe(il, h)
+        g = silu(self._mm(h, il, "ffn_gate")) * self._mm(h, il, "ffn_up")  # (n_tokens, n_ff)
+        return x + self._mm(g, il, "ffn_down")
+
+    def _layer_gpt_oss(self, il: int, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """x += attn(norm(x)) with biases and sinks; x += moe(post_attention_norm(x))."""
+        x = x + self._self_attention(il, self._norm(x, self._w(il, "attn_norm")), pos, False)
+        return x + self._moe(il, self._norm(x, self._w(il, "post_attention_norm")))
+
+    def _moe(self, il: int, h: np.ndarray) -> np.ndarray:
+        """h (n_tokens, n_embd) -> sum over the top-k experts of weight * expert(h)."""
+        hp = self.hparams
+        k = hp.n_expert_used
+        r = self._mm_b(h, il, "ffn_gate_inp").astype(np.float64)  # (n_tokens, n_expert)
+        if hp.arch == "gpt-oss":  # top-k of the logits, softmax over those k
+            sel = np.argsort(-r, axis=1, kind="stable")[:, :k]  # (n_tokens, k)
+            wsel = np.take_along_axis(r, sel, axis=1)
+            wsel = np.exp(wsel - wsel.max(axis=1, keepdims=True))
+            wsel /= wsel.sum(axis=1, keepdims=True)
+        else:  # softmax over all experts, top-k, renormalised
+            p = np.exp(r - r.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            sel = np.argsort(-p, axis=1, kind="stable")[:, :k]
+            wsel = np.take_along_axis(p, sel, axis=1)
+            if hp.expert_weights_norm:
+                wsel /= np.maximum(wsel.sum(axis=1, keepdims=True), 6.103515625e-5)
+        out = np.zeros_like(h)
+        for t in range(h.shape[0]):
+            for j in range(k):
+                out[t] += np.float32(wsel[t, j]) * self._expert(il, int(sel[t, j]), h[t])
+        return out
+
+    def _expert(self, il: int, e: int, h: np.ndarray) -> np.ndarray:
+        """One expert's gated FFN on h (n_embd,) -> (n_embd,), with expert biases if present."""
+        def proj(name, x):
+            y = self.weights[f"blk.{il}.{name}.weight"][e] @ x
+            b = self.weights.get(f"blk.{il}.{name}.bias")
+            return y if b is None else y + b[e]
+
+        g, u = proj("ffn_gate_exps", h), proj("ffn_up_exps", h)  # (n_ff_exp,)
+        if self.hparams.arch == "gpt-oss":
+            a = swiglu_oai(g, u)
+        else:
+            a = silu(g) * u
+        return proj("ffn_down_exps", a)
+
+
+def swiglu_oai(gate: np.ndarray, up: np.ndarray, alpha: float = 1.702, limit: float = 7.0):
+    """gpt-oss' clamped SwiGLU: x = min(gate, limit), y = clip(up, -limit, limit);
+    x * sigmoid(alpha x) * (y + 1)."""
+    x = np.minimum(gate, np.float32(limit))
+    y = np.clip(up, -np.float32(limit), np.float32(limit))
+    return x / (np.float32(1.0) + np.exp(-np.float32(alpha) * x)) * (y + np.float32(1.0))

@@ -33,11 +33,25 @@ _LLAMA3_SPLIT = (
 # Qwen 2: the same shape, but every digit is its own word.
 _QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 
+# GPT-4o / o200k (gpt-oss, Llama 4): words are an optional non-letter, then upper-case-ish letters
+# followed by lower-case-ish ones (or the reverse), each with an optional English contraction;
+# digit groups of 1-3; punctuation runs keep trailing newlines and slashes; then as Llama 3.
+_GPT4O_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n/]*"
+    r"|\s*[\r\n]+"
+    r"|\s+(?!\S)"
+    r"|\s+"
+)
+
 _GPT2_NAMES = {"", "default", "gpt2", "gpt-2"}
 # Families whose training tokenizer splits every digit off before GPT-2's byte-level split.
 _DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
 _LLAMA3_NAMES = {"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"}
 _QWEN2_NAMES = {"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"}
+_GPT4O_NAMES = {"gpt-4o", "llama4"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,9 @@ def build_pretokenizer(name: Optional[str]) -> PreTokenizerSpec:
         split = pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False)
         seq = pre_tokenizers.Sequence([split, _byte_level(False)])
         return PreTokenizerSpec(normalizers.NFC(), seq, False)
+    if key in _GPT4O_NAMES:
+        split = pre_tokenizers.Split(Regex(_GPT4O_SPLIT), behavior="isolated", invert=False)
+        return PreTokenizerSpec(None, pre_tokenizers.Sequence([split, _byte_level(False)]), False)
     log.warning("unknown pre-tokenizer %r: using GPT-2's split; token ids may differ from the "
                 "model's own tokenizer", name)
     return PreTokenizerSpec(None, _byte_level(True), False)
@@ -75,4 +92,4 @@ def build_pretokenizer(name: Optional[str]) -> PreTokenizerSpec:
 
 def known_pretokenizers() -> frozenset[str]:
     """Every `tokenizer.ggml.pre` name handled exactly (not by the GPT-2 fallback)."""
-    return frozenset(_GPT2_NAMES | _DIGITS_THEN_GPT2 | _LLAMA3_NAMES | _QWEN2_NAMES)
+    return frozenset(_GPT2_NAMES | _DIGITS_THEN_GPT2 | _LLAMA3_NAMES | _QWEN2_NAMES | _GPT4O_NAMES)

@@ -105,6 +105,11 @@ class Tokenizer:
         for i, t in enumerate(tokens):
             if t in EOG_TEXTS and types[i] in (TokenType.CONTROL, TokenType.USER_DEFINED):
                 eog.add(i)
+        eog_texts = {tokens[i] for i in eog}
+        if {"<|return|>", "<|call|>", "<|end|>"} <= eog_texts:
+            # Harmony (gpt-oss): <|end|> closes a message (analysis, tool call), not the turn;
+            # <|return|> / <|call|> end the generation (as llama.cpp decides)
+            eog -= {i for i in eog if tokens[i] == "<|end|>"}
         return cls(model=model, tokens=tokens, types=types, backend=backend,
                    token_bytes=token_bytes, bos_id=bos_id, eos_id=eos_id,
                    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", default_bos)) and bos_id is not None,
