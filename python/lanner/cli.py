@@ -1,4 +1,5 @@
-"""`lanner` command line: `serve` (the API under gunicorn) and `run` (generate or chat locally).
+"""`lanner` command line: `serve` (the API under gunicorn), `run` (generate or chat locally) and
+`client` (chat with a lanner server or the public Gemini API; lanner.client).
 
 Owns: argument parsing and the terminal experience (progress while loading, streaming output,
 the interactive chat loop). Must not: implement generation or serving; it calls lanner.LLM and
@@ -6,6 +7,7 @@ lanner.server.main.
 
     lanner serve [--model PATH] [--port 8080] ...
     lanner run [--model PATH] [-p PROMPT] [--temperature T] ...   # no -p: interactive chat
+    lanner client [--host H --port P | --api_key KEY] [--prompt TEXT | --interactive 1]
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ def _chat_loop(llm, args, opts, stdin: TextIO, out: TextIO, err: TextIO) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from .client.options import add_client_parser
     from .server.main import add_serve_parser, run_serve
 
     parser = argparse.ArgumentParser(prog="lanner", description="Local LLM inference engine and server.")
@@ -164,9 +167,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(sub)
     _add_run_parser(sub)
+    add_client_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(args)
+    if args.command == "client":
+        from .client.main import client_main
+
+        return client_main(args)
     return run_main(args)
 
 
