@@ -122,6 +122,29 @@ static void ggml_log_filter(enum ggml_log_level level, const char* text, void*) 
     if (verbose || last == GGML_LOG_LEVEL_WARN || last == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
 }
 
+// ---- ggml's device registry -> Python ---------------------------------------------------------
+
+static py::list devices() {
+    py::list out;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        const char* type = "accel";
+        switch (ggml_backend_dev_type(d)) {
+            case GGML_BACKEND_DEVICE_TYPE_CPU: type = "cpu"; break;
+            case GGML_BACKEND_DEVICE_TYPE_GPU: type = "gpu"; break;
+            case GGML_BACKEND_DEVICE_TYPE_IGPU: type = "igpu"; break;
+            default: break;
+        }
+        py::dict e;
+        e["name"] = ggml_backend_dev_name(d);
+        e["backend"] = ggml_backend_reg_name(ggml_backend_dev_backend_reg(d));
+        e["type"] = type;
+        e["description"] = ggml_backend_dev_description(d);
+        out.append(e);
+    }
+    return out;
+}
+
 PYBIND11_MODULE(_core, mod) {
     ggml_log_set(ggml_log_filter, nullptr);
     mod.doc() = "lanner native core: GGUF models on ggml, multi-sequence KV cache, batched decode";
@@ -143,12 +166,16 @@ PYBIND11_MODULE(_core, mod) {
         }
     });
 
+    mod.def("devices", &devices,
+            "ggml's device registry in this build: [{name, backend, type, description}], in "
+            "registry order; type is 'cpu', 'gpu', 'igpu' or 'accel'");
+
     py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
-        .def(py::init([](const std::string& path, bool repack) {
+        .def(py::init([](const std::string& path, bool repack, const std::string& device) {
                  py::gil_scoped_release release;
-                 return std::make_shared<Model>(path, repack);
+                 return std::make_shared<Model>(path, repack, device);
              }),
-             py::arg("path"), py::arg("repack") = false)
+             py::arg("path"), py::arg("repack") = false, py::arg("device") = "")
         .def_property_readonly("path", [](const Model& m) { return m.file->path; })
         .def_property_readonly("arch", [](const Model& m) { return m.arch_name; })
         .def_property_readonly("n_vocab", [](const Model& m) { return m.hp.n_vocab; })

@@ -21,7 +21,8 @@ static std::string shape_str(const ggml_tensor* t) {
     return s + "]";
 }
 
-Model::Model(const std::string& path, bool repack_) : file(std::make_unique<GgufFile>(path)), repack(repack_) {
+Model::Model(const std::string& path, bool repack_, const std::string& device_name)
+    : file(std::make_unique<GgufFile>(path)), repack(repack_) {
     arch_name = file->get_str("general.architecture");
     arch = arch_find(arch_name);
     if (!arch)
@@ -29,7 +30,7 @@ Model::Model(const std::string& path, bool repack_) : file(std::make_unique<Gguf
     arch->load(*this);  // hparams + weight binding (shape-checked)
     for (ggml_tensor* t = ggml_get_first_tensor(file->meta); t; t = ggml_get_next_tensor(file->meta, t))
         n_params += (uint64_t)ggml_nelements(t);
-    choose_device();
+    choose_device(device_name);
     load_weights();
 }
 
@@ -183,7 +184,12 @@ void Model::bind_moe(int il, LayerWeights& w, bool biases) {
         if (t->type != GGML_TYPE_F32) file->fail(std::string("tensor '") + t->name + "' must be F32");
 }
 
-void Model::choose_device() {
+void Model::choose_device(const std::string& wanted) {
+    if (!wanted.empty()) {
+        device = ggml_backend_dev_by_name(wanted.c_str());
+        if (!device) throw ModelLoadError("ggml has no device named '" + wanted + "' in this build");
+        return;
+    }
     const char* want = std::getenv("LANNER_DEVICE");
     bool force_cpu = want && std::strcmp(want, "cpu") == 0;
     if (!force_cpu) {

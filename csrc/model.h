@@ -109,7 +109,10 @@ struct Model {
     // repack: put weights the CPU backend can repack (Q4_0, Q4_K, ... in this ggml) in its
     // repacking buffer type: faster matmuls, but their batched kernels round differently from
     // the one-row ones, so a sequence's logits then depend on what shares its batch.
-    explicit Model(const std::string& path, bool repack = false);  // throws ModelLoadError
+    // device: a ggml device name ("CPU", "CUDA0", ... as ggml_backend_dev_name gives it); empty =
+    // $LANNER_DEVICE=cpu forces the CPU, else the first GPU device, else the CPU.
+    explicit Model(const std::string& path, bool repack = false,
+                   const std::string& device = "");  // throws ModelLoadError
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -137,7 +140,7 @@ struct Model {
 
   private:
     void read_yarn(float factor);
-    void choose_device();
+    void choose_device(const std::string& wanted);
     void load_weights();
     std::vector<ggml_tensor*> matmul_only_weights() const;
     ggml_backend_buffer_type_t repack_buft_for(ggml_tensor* w) const;  // null: keep in the device buffer

@@ -79,17 +79,23 @@ class LLM:
     rounding depends on where a sequence's cells lie.
     repack: store Q4_0/Q4_K/... weights in ggml's CPU repacking layout: faster prompt processing,
     but batched rows then round differently from single rows (logits depend on batch neighbours).
+    backend: "auto" (a GPU if ggml has one, else the CPU), "cpu", "cuda" or "metal"; ValueError
+    if this build lacks it. `backend_name` says which one the model runs on.
     """
 
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
                  max_queue: int = 64, type_k: str = "f16", type_v: str = "f16",
-                 flash_attn: bool = True, repack: bool = False):
+                 flash_attn: bool = True, repack: bool = False, backend: str = "auto"):
         from . import _core
+        from .backends import backend_of, device_for, list_devices
 
         t0 = time.perf_counter_ns()
         self.model_path = str(model_path or default_model_path())
-        self.model = _core.Model(self.model_path, repack=repack)
+        devices = list_devices()
+        self.model = _core.Model(self.model_path, repack=repack, device=device_for(backend, devices))
+        self.backend_name = next((backend_of(d) for d in devices if d["name"] == self.model.device),
+                                 self.model.device.lower())
         self.gguf_metadata: dict[str, Any] = self.model.metadata
         self.tokenizer = Tokenizer.from_metadata(self.gguf_metadata)
         self.chat_template = ChatTemplate.from_metadata(self.gguf_metadata, self.tokenizer)
@@ -131,6 +137,7 @@ class LLM:
             "eog_token_ids": sorted(tok.eog_ids),
             "add_bos_token": tok.add_bos,
             "device": self.model.device,
+            "backend": self.backend_name,
             "n_threads": self.n_threads,
             "kv_types": (ctx.type_k, ctx.type_v),
         }

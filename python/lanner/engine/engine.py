@@ -68,6 +68,8 @@ class Engine:
 
     tokenizer: gives `eog_ids` and `token_bytes` (and is handed to the Detokenizer).
     n_parallel: sequences decoded together (<= context.n_seq_max; the other seq ids hold cache).
+    max_queue: requests that may wait while every slot is busy (0: admit only into a free slot);
+      submit raises OverloadedError beyond that.
     step_token_budget: tokens per step; a long prompt is prefilled in chunks of what is left of it.
     max_step_ms: while any stream is generating, the prompt chunk is also cut so that a step's
       estimated time (from measured ns per batch token) stays near this; None = budget only.
@@ -152,7 +154,9 @@ class Engine:
             if req.max_tokens == 0:  # nothing to generate: finish without touching the model
                 self._finish_waiting(w, FinishReason.LENGTH)
                 return stream
-            if len(self._waiting) >= self.max_queue:
+            # a request may wait only when every slot is taken: max_queue=0 means "run now or 503"
+            free_slots = max(0, self.n_parallel - len(self._running_ids))
+            if len(self._waiting) >= self.max_queue + free_slots:
                 raise OverloadedError(f"{len(self._waiting)} requests are waiting (max_queue={self.max_queue})")
             self._waiting.append(w)
             self._waiting_by_id[req.id] = w

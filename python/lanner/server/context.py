@@ -34,7 +34,8 @@ def load_backend(settings: Settings):
 
     path = str(settings.model or default_model_path())
     kwargs = {"n_ctx": settings.ctx_size or None, "n_threads": settings.threads or None,
-              "n_parallel": settings.parallel, "max_queue": settings.max_queue}
+              "n_parallel": settings.parallel, "max_queue": settings.max_queue,
+              "backend": settings.backend}
     return LLM(path, **{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -203,9 +204,12 @@ class ServerContext:
     def submit(self, req: GenerateRequest, dialect: str):
         """engine.submit with metrics; the engine's typed errors (OverloadedError,
         ContextOverflowError, ValidationError, EngineClosedError) pass unchanged to
-        errors.from_exception, which gives each its status."""
+        errors.from_exception, which gives each its status. A request without stop strings
+        gets the server's (--stop)."""
         if self.draining:
             raise unavailable("the server is shutting down; retry shortly")
+        if not req.stop and self.settings.stop:
+            req.stop = self.settings.default_stop()
         try:
             stream = self.backend.engine.submit(req)
         except Exception as e:

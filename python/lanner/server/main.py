@@ -27,11 +27,16 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--model-name", "model_name", str, "name the API reports (default: the file's stem)"),
     ("--host", "host", str, "interface to listen on (default 127.0.0.1)"),
     ("--port", "port", int, "TCP port (default 8080)"),
+    ("--backend", "backend", str, "compute backend: auto (a GPU if this build of ggml has one, "
+                                  "else the CPU), cpu, cuda or metal; not in this build = "
+                                  "startup error (default auto)"),
     ("--threads", "threads", int, "CPU threads for the model (default: the engine's choice)"),
     ("--parallel", "parallel", int, "sequences decoded together (default 4)"),
     ("--ctx-size", "ctx_size", int, "KV cache size in tokens (default: the engine's, 4096 capped at the model's)"),
-    ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none (default 200)"),
-    ("--max-queue", "max_queue", int, "requests that may wait for a slot before 503 (default 64)"),
+    ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none, every dialect "
+                                        "(default: Gemini 8192, Ollama and OpenAI 200)"),
+    ("--max-queue", "max_queue", int, "requests that may wait when every slot is busy; 0 = no "
+                                      "waiting: run if a slot is free, else 503 (default 64)"),
     ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 8 MiB)"),
     ("--http-threads", "http_threads", int, "gunicorn request threads (default parallel+max-queue+8)"),
     ("--io-timeout", "io_timeout", int, "seconds a client socket read or write may block (default 30)"),
@@ -39,7 +44,18 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--api-key-file", "api_key_file", str, "require one of the keys in this file (one per line)"),
     ("--max-upload-bytes", "max_upload_bytes", int, "larger web UI uploads get 413 (default 10 MiB)"),
     ("--upload-dir", "upload_dir", str, "where web UI uploads are kept (default: a private temp dir)"),
+    # server-wide sampling defaults: used when a request sets none (unset = the spec's tables)
+    ("--temperature", "temperature", float, "default temperature (spec default 0 = greedy)"),
+    ("--top-k", "top_k", int, "default top-k (0 = off)"),
+    ("--top-p", "top_p", float, "default top-p (1.0 = off)"),
+    ("--min-p", "min_p", float, "default min-p (0 = off)"),
+    ("--repeat-penalty", "repeat_penalty", float, "default repeat penalty (1.0 = off)"),
+    ("--presence-penalty", "presence_penalty", float, "default presence penalty (0 = off)"),
+    ("--frequency-penalty", "frequency_penalty", float, "default frequency penalty (0 = off)"),
+    ("--seed", "seed", int, "default seed: with a temperature, the same request gives the same "
+                            "output (default: random)"),
 ]
+_STOP_HELP = "default stop string, repeatable (a request's own stop strings replace these)"
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +64,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cors-origin", dest="cors_origin", action="append", default=None,
                    help="a browser origin allowed to call the API (repeatable; default: none but "
                         "the server's own page)")
+    p.add_argument("--stop", dest="stop", action="append", default=None, help=_STOP_HELP)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -95,8 +112,8 @@ class LannerServer(BaseApplication):
     def _when_ready(self, server) -> None:
         s = self.settings
         server.log.info("lanner: serving %s on http://%s:%d (Gemini /v1beta, Ollama /api, "
-                        "OpenAI /v1); GET /health answers 200 once the model is loaded",
-                        s.model, s.host, s.port)
+                        "OpenAI /v1; backend %s); GET /health answers 200 once the model is loaded",
+                        s.model, s.host, s.port, s.backend)
 
 
 def _configure_logging(level: str) -> None:
@@ -104,20 +121,31 @@ def _configure_logging(level: str) -> None:
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
+def check_backend(settings: Settings) -> None:
+    """ValueError when --backend names a backend this build of ggml lacks (asked in a child
+    process: a GPU runtime must not be initialised in the arbiter before it forks the worker)."""
+    if settings.backend != "auto":
+        from lanner.backends import device_for, probe_devices
+
+        device_for(settings.backend, probe_devices())
+
+
 def run_serve(args: argparse.Namespace) -> int:
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
+    overrides["stop"] = getattr(args, "stop", None)
     if getattr(args, "cors_origin", None):
         overrides["cors_origins"] = ",".join(args.cors_origin)
     try:
         settings = Settings.from_env(**overrides)
         load_api_keys(settings)  # an unreadable key file is a startup error
+        check_backend(settings)
         if settings.model is None:
             from lanner.default_model import default_model_path
 
             settings.model = str(default_model_path())
         if not Path(settings.model).is_file():
             raise FileNotFoundError(f"model file not found: {settings.model}")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"lanner serve: {e}", file=sys.stderr)
         return 2
     _configure_logging(getattr(args, "log_level", "info"))
