@@ -33,8 +33,7 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--threads", "threads", int, "CPU threads for the model (default: the engine's choice)"),
     ("--parallel", "parallel", int, "sequences decoded together (default 4)"),
     ("--ctx-size", "ctx_size", int, "KV cache size in tokens (default: the engine's, 4096 capped at the model's)"),
-    ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none, every dialect "
-                                        "(default: Gemini 8192, Ollama and OpenAI 200)"),
+    ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none (default 200)"),
     ("--max-queue", "max_queue", int, "requests that may wait when every slot is busy; 0 = no "
                                       "waiting: run if a slot is free, else 503 (default 64)"),
     ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 8 MiB)"),
