@@ -22,7 +22,8 @@ import requests
 
 from serve_process import lanner_serve
 
-pytest.importorskip("google.genai")
+pytest.importorskip("google.genai")  # in the test extra; absent only outside it
+pytestmark = pytest.mark.slow
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 # longer than the default system prompt SmolLM2's template adds when there is none

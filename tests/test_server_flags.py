@@ -150,6 +150,7 @@ def plain_server(tmp_path_factory):
         yield url
 
 
+@pytest.mark.slow
 def test_sampling_flags_change_bare_requests_end_to_end(plain_server, tmp_path):
     greedy_ollama, greedy_openai = _ollama(plain_server), _openai(plain_server)
     greedy_gemini = _gemini(plain_server, {"temperature": 0})
@@ -186,6 +187,7 @@ def test_backend_not_in_this_build_is_a_startup_error():
     assert r.returncode == 2 and "unknown backend 'vulkan9'" in r.stderr
 
 
+@pytest.mark.slow
 def test_llm_backend_choice(smollm2_file):
     from lanner import LLM
 
@@ -199,6 +201,7 @@ def test_llm_backend_choice(smollm2_file):
         LLM(smollm2_file, n_ctx=256, n_threads=1, backend="metal")
 
 
+@pytest.mark.slow
 def test_max_queue_0_serves_when_idle_and_503s_when_busy(tmp_path):
     with lanner_serve(tmp_path, "--parallel", "1", "--max-queue", "0") as (url, _):
         assert _ollama(url, {"num_predict": 4})  # idle: served, not rejected
