@@ -265,3 +265,20 @@ def test_errors_are_reported_with_exit_codes(server, tmp_path):
             "sys.exit(main(['client', '--prompt', 'Hi']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "pip install 'lanner[client]'" in r.stderr
+
+
+def test_a_key_protected_local_server(tmp_path):
+    key = "local-key-0b7e41"
+    env = {"GOOGLE_API_KEY": "", "LANNER_API_KEY": ""}
+    with lanner_serve(tmp_path, "--api-key", key) as (url, log):
+        port = port_of(url)
+        p = client("--port", port, "--prompt", "Hi", env=env)  # no key: refused, with the remedy
+        assert p.returncode == 1 and "403" in p.stderr and "--api_key KEY or $LANNER_API_KEY" in p.stderr
+        p = client("--port", port, "--api_key", key, "--prompt", "Hi", "--max-output-tokens", "4", env=env)
+        assert p.returncode == 0 and p.stdout.strip(), p.stderr
+        p = client("--port", port, "--prompt", "Hi", "--max-output-tokens", "4",
+                   env={**env, "LANNER_API_KEY": key})
+        assert p.returncode == 0 and p.stdout.strip(), p.stderr
+        p = client("--port", port, "--api_key", "wrong-" + key, "--prompt", "Hi", env=env)
+        assert p.returncode == 1 and "403" in p.stderr and key not in p.stderr
+        assert key not in log.read_text()

@@ -1,10 +1,11 @@
 """Where `lanner client` connects: a local `lanner serve` or the public Google API, the SDK
 client for it, and the model name to use.
 
-Rules: `--api_key` (or $GOOGLE_API_KEY when neither --host nor --port is given) selects the
-public API, at --base-url / $GOOGLE_GEMINI_BASE_URL / Google's default; otherwise the local
-server at http://HOST:PORT (or --base-url), sent a placeholder key so a real key never leaves
-for it. The model defaults to the local server's (GET /v1beta/models) or PUBLIC_MODEL.
+Rules: without --host/--port, `--api_key` or $GOOGLE_API_KEY selects the public API, at
+--base-url / $GOOGLE_GEMINI_BASE_URL / Google's default. Otherwise the local server at
+http://HOST:PORT (or --base-url) gets `--api_key` or $LANNER_API_KEY (a `lanner serve --api-key`
+server), else a placeholder: $GOOGLE_API_KEY never leaves for a local server. The model
+defaults to the local server's (GET /v1beta/models) or PUBLIC_MODEL.
 Must not: print anything; the key lives only in the SDK client's header.
 """
 
@@ -17,7 +18,7 @@ from typing import Mapping, Optional
 from .options import DEFAULT_HOST, DEFAULT_PORT
 
 PUBLIC_MODEL = "gemini-2.5-flash"
-LOCAL_KEY = "lanner-local"  # the SDK insists on a key; lanner serve ignores it
+LOCAL_KEY = "lanner-local"  # the SDK insists on a key; a lanner serve without --api-key ignores it
 API_VERSION = "v1beta"
 
 
@@ -56,17 +57,16 @@ def _url(host: str, port: int) -> str:
 
 def resolve_endpoint(args, environ: Optional[Mapping[str, str]] = None) -> Endpoint:
     env = os.environ if environ is None else environ
-    key = args.api_key
-    if key is None and args.host is None and args.port is None:
-        key = env.get("GOOGLE_API_KEY") or None
-    if key is not None and not key.strip():
+    if args.api_key is not None and not args.api_key.strip():
         raise ClientSetupError("the API key is empty")
-    if key is not None:
+    local = args.host is not None or args.port is not None
+    key = args.api_key if local else (args.api_key or env.get("GOOGLE_API_KEY") or None)
+    if not local and key is not None:
         return Endpoint(args.base_url or env.get("GOOGLE_GEMINI_BASE_URL") or None, key, public=True)
     if args.port is not None and not 0 < args.port < 65536:
         raise ClientSetupError(f"--port must be in 1..65535, got {args.port}")
     url = args.base_url or _url(args.host or DEFAULT_HOST, args.port or DEFAULT_PORT)
-    return Endpoint(url, None, public=False)
+    return Endpoint(url, key or env.get("LANNER_API_KEY") or None, public=False)
 
 
 def make_client(ep: Endpoint, timeout_s: float):

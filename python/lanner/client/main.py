@@ -48,6 +48,8 @@ def describe_error(e: BaseException, ep: Endpoint) -> str:
     genai_errors = sys.modules.get("google.genai.errors")
     if genai_errors is not None and isinstance(e, genai_errors.APIError):
         msg = f"{ep.label} answered {e.code} {e.status or ''}: {e.message or e.details}"
+        if e.code in (401, 403) and not ep.public and not ep.api_key:
+            msg += " (this server wants an API key: --api_key KEY or $LANNER_API_KEY)"
     elif _is_transport_error(e):
         hint = "" if ep.public else " (is `lanner serve` running there?)"
         msg = f"cannot reach {ep.label}: {type(e).__name__}: {e}{hint}"

@@ -24,9 +24,9 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--host", default=None, help=f"local server host (default {DEFAULT_HOST})")
     where.add_argument("--port", type=int, default=None, help=f"local server port (default {DEFAULT_PORT})")
     where.add_argument("--api-key", "--api_key", dest="api_key", default=None,
-                       help="use the public Google API with this key (default: $GOOGLE_API_KEY "
-                            "unless --host or --port is given; without a key the client talks "
-                            "to the local server)")
+                       help="use the public Google API with this key (default: $GOOGLE_API_KEY); "
+                            "with --host/--port: the key of a `lanner serve --api-key` server "
+                            "(default: $LANNER_API_KEY)")
     where.add_argument("--base-url", "--base_url", dest="base_url", default=None,
                        help="API base URL (public mode default: $GOOGLE_GEMINI_BASE_URL, else "
                             "Google's; local mode default: http://HOST:PORT)")
