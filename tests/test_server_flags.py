@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from fake_backend import FakeLLM
-from lanner.server.settings import Settings, http_sampling_defaults
+from lanner.server.settings import Settings
 from serve_process import lanner_serve
 from server_helpers import make_client
 
@@ -31,12 +31,6 @@ BARE = {  # one request per dialect and endpoint that sets no sampling option at
 }
 
 
-@pytest.fixture(autouse=True)
-def _reset_active_settings():
-    yield
-    Settings().activate()  # later tests' adapters start from the plain defaults again
-
-
 def _sampled(s) -> dict:
     return {k: getattr(s, k) for k in FLAGS if k != "stop"}
 
@@ -48,8 +42,6 @@ def test_flags_reach_every_dialects_bare_requests():
         assert c.simulate_post(path, json=body).status_code == 200, name
         req = llm.engine.submitted[-1]
         got, want = _sampled(req.sampling), {k: v for k, v in FLAGS.items() if k != "stop"}
-        if name == "gemini":  # the Gemini adapter still pins its spec's temperature 1.0 / topK 1
-            got.pop("temperature"), got.pop("top_k"), want.pop("temperature"), want.pop("top_k")
         assert got == want, name
         assert req.stop == ["END", "STOP"], name
 
@@ -92,8 +84,7 @@ def test_settings_from_flags_and_variables():
     assert (warm.sampling_defaults("gemini").temperature, warm.sampling_defaults("gemini").top_k) == (0.7, 0)
     assert (plain.default_max_tokens("gemini"), plain.default_max_tokens("openai"), plain.max_tokens) == (8192, 200, 200)
     assert Settings(max_tokens=64).default_max_tokens("gemini") == 64  # --max-tokens overrides all
-    warm.activate()
-    assert http_sampling_defaults("ollama").temperature == 0.7
+    assert warm.sampling_defaults("ollama").temperature == 0.7
 
 
 def test_serve_flags_parse_into_settings(tmp_path, monkeypatch):
@@ -218,3 +209,14 @@ def test_max_queue_0_serves_when_idle_and_503s_when_busy(tmp_path):
             assert time.time() < deadline
             time.sleep(0.05)
         assert _ollama(url, {"num_predict": 4})
+
+
+def test_roleless_gemini_turns_alternate_user_model():
+    """The spec's role-less multi-turn example: turns without a role alternate user/model from
+    the first turn (gemma.cpp's rule), so Gemma's alternating template accepts them."""
+    llm = FakeLLM()
+    r = make_client(llm).simulate_post(f"/v1beta/models/{FAKE}:generateContent", json={"contents": [
+        {"parts": [{"text": "Hi, my name is Alice"}]}, {"parts": [{"text": "Hello Alice!"}]},
+        {"parts": [{"text": "What is my name?"}]}]})
+    assert r.status_code == 200
+    assert [m["role"] for m in llm.calls[-1]["messages"]] == ["user", "assistant", "user"]

@@ -116,7 +116,7 @@ def test_gemini_multi_turn(srv):
             {"parts": [{"text": "What is my name?"}]}]})
     assert second.status_code == 200
     msgs = llm.calls[-1]["messages"]
-    assert [m["role"] for m in msgs] == ["user", "user", "user"]  # no role = user
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]  # no role: turns alternate
     assert [m["content"] for m in msgs][-1] == "What is my name?"
     # the second prompt extends the first: the engine's prefix cache reuses those cells
     assert second.json()["usageMetadata"]["cachedContentTokenCount"] > 0

@@ -55,7 +55,7 @@ def create_app(backend=None, settings: Optional[Settings] = None) -> LannerApp:
     """The WSGI app. `backend` is a loaded lanner.LLM (or a test double); None = load the model
     named by `settings` (default: Settings.from_env()) in the background."""
     _ensure_logging()
-    settings = (settings or Settings.from_env()).activate()  # the adapters' sampling defaults
+    settings = settings or Settings.from_env()
     ctx = ServerContext(settings, backend)
     app = LannerApp(middleware=[_Count(ctx), Guard(settings)])
     app.req_options.strip_url_path_trailing_slash = True

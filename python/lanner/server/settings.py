@@ -176,18 +176,3 @@ class Settings:
             return self.http_threads
         return min(256, self.parallel + self.max_queue + 8)
 
-    def activate(self) -> "Settings":
-        """Make these the settings http_sampling_defaults() reads (create_app calls this; one
-        app per process under gunicorn)."""
-        global _active
-        _active = self
-        return self
-
-
-_active: Optional[Settings] = None
-
-
-def http_sampling_defaults(dialect: str = "") -> SamplingParams:
-    """The sampling a request starts from: the active server's sampling_defaults(dialect)
-    (plain Settings() before any app is created)."""
-    return (_active or Settings()).sampling_defaults(dialect)

@@ -11,7 +11,6 @@ Must not: submit to the engine or touch HTTP objects (routes.py does both).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Iterator, Optional
 
@@ -21,7 +20,6 @@ from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
                        opt_number, opt_seed, opt_stop, opt_str, require_object)
-from ..settings import http_sampling_defaults
 from ..streaming import SSE_DONE, sse
 from ..structured import JsonFormat
 
@@ -35,11 +33,6 @@ def _camel(key: str) -> str:
 def _norm(obj) -> dict:
     """Keys in camelCase (the REST API accepts snake_case too)."""
     return {_camel(k): v for k, v in obj.items()} if isinstance(obj, dict) else obj
-
-
-def sampling_defaults() -> SamplingParams:
-    """The spec's defaults: temperature 1.0 with topK 1 (i.e. greedy), nothing else on."""
-    return dataclasses.replace(http_sampling_defaults(), temperature=1.0, top_k=1)
 
 
 # ---- parse ----
@@ -82,9 +75,12 @@ def _messages(body: dict) -> list[dict]:
         text = _text_of(system, "systemInstruction")
         if text:
             messages.append({"role": "system", "content": text})
+    prev = "model"  # a turn without a role alternates with the one before (gemma.cpp's rule)
     for i, c in enumerate(contents):
         c = _norm(c) if isinstance(c, dict) else c
-        role = c.get("role") or "user" if isinstance(c, dict) else "user"
+        role = (c.get("role") if isinstance(c, dict) else None) or \
+            ("user" if prev == "model" else "model")
+        prev = role
         if role not in ("user", "model"):
             raise bad_request(f"contents[{i}].role", f"must be 'user' or 'model', got {role!r}")
         messages.append({"role": "assistant" if role == "model" else "user",
@@ -92,7 +88,7 @@ def _messages(body: dict) -> list[dict]:
     return messages
 
 
-def _config(body: dict):
+def _config(body: dict, base: SamplingParams):
     """(SamplingParams, maxOutputTokens or None, stop, JsonFormat or None)."""
     cfg = _norm(body.get("generationConfig") or {})
     if not isinstance(cfg, dict):
@@ -114,7 +110,7 @@ def _config(body: dict):
     names = {"temperature": p("temperature"), "top_p": p("topP"), "top_k": p("topK"),
              "presence_penalty": p("presencePenalty"), "frequency_penalty": p("frequencyPenalty"),
              "seed": p("seed"), "logprobs": p("logprobs")}
-    sampling = make_sampling(sampling_defaults(), values, names)
+    sampling = make_sampling(base, values, names)  # spec: temperature 1.0, topK 1, or the server's
     max_out = opt_int(cfg, "maxOutputTokens", p("maxOutputTokens"), 1)
     stop = opt_stop(cfg, "stopSequences", p("stopSequences"), max_n=5)
     mime = opt_str(cfg, "responseMimeType", p("responseMimeType"), default="text/plain")
@@ -143,7 +139,7 @@ def _lower_types(schema):
 def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
     body = _norm(require_object(body))
     name = ctx.check_model(model)
-    sampling, max_out, stop, fmt = _config(body)
+    sampling, max_out, stop, fmt = _config(body, ctx.settings.sampling_defaults("gemini"))
     tokens = chat_prompt(ctx.backend, _messages(body), json=fmt, param="contents")
     session = opt_str(body, "sessionId", "sessionId")
     req = GenerateRequest(prompt_tokens=tokens, sampling=sampling, stop=stop,

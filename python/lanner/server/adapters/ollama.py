@@ -14,14 +14,13 @@ from datetime import datetime, timezone
 from typing import Iterator, Optional
 
 from ... import __version__
-from ...types import FinishEvent, GenerateRequest, TokenEvent
+from ...types import FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
 from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
                        make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
                        opt_stop, opt_str, read_messages, require_object)
-from ..settings import http_sampling_defaults
 from ..streaming import ndjson
 from ..structured import JsonFormat
 
@@ -34,7 +33,7 @@ def now_rfc3339() -> str:
 
 # ---- parse ----
 
-def _options(body: dict):
+def _options(body: dict, base: SamplingParams):
     """(SamplingParams, requested completion tokens or None, stop) from body.options (the
     spec's table) and the logprobs fields."""
     o = opt_dict(body, "options", "options")
@@ -55,7 +54,7 @@ def _options(body: dict):
         values["logprobs"] = top or 0
     names = {k: p(k) for k in values}
     names["logprobs"] = "top_logprobs"
-    sampling = make_sampling(http_sampling_defaults(), values, names)
+    sampling = make_sampling(base, values, names)
     num_predict = opt_int(o, "num_predict", p("num_predict"), -2)
     if num_predict == 0:
         raise bad_request(p("num_predict"), "must be >= 1, or -1 / -2 for 'until the context is full'")
@@ -107,7 +106,8 @@ class _Fields:
         _keep_alive(body)
         self.think = _think(body)
         self.json = _format(body)
-        self.sampling, self.requested, self.stop = _options(body)
+        self.sampling, self.requested, self.stop = _options(
+            body, ctx.settings.sampling_defaults("ollama"))
         self.stream = opt_bool(body, "stream", "stream", default=True)
 
     def call(self, ctx, prompt: list[int], kind: str, tools: bool) -> Call:

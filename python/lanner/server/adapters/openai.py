@@ -20,7 +20,6 @@ from ..reply import Ending, Piece, Reply, token_text
 from ..request import (Call, chat_prompt, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
                        opt_int, opt_list, opt_number, opt_seed, opt_stop, opt_str, read_messages,
                        require_object)
-from ..settings import http_sampling_defaults
 from ..streaming import SSE_DONE, sse
 from ..structured import JsonFormat
 
@@ -53,7 +52,7 @@ def _logit_bias(body: dict, n_vocab: int) -> dict[int, float]:
     return bias
 
 
-def _sampling(body: dict, logprobs: Optional[int], n_vocab: int):
+def _sampling(body: dict, logprobs: Optional[int], ctx):
     values = {
         "temperature": opt_number(body, "temperature", "temperature", 0, 2),
         "top_p": opt_number(body, "top_p", "top_p", 0, 1),
@@ -64,10 +63,10 @@ def _sampling(body: dict, logprobs: Optional[int], n_vocab: int):
         "min_p": opt_number(body, "min_p", "min_p", 0, 1),
         "repeat_penalty": opt_number(body, "repeat_penalty", "repeat_penalty", 0),
         "seed": opt_seed(body, "seed", "seed"),
-        "logit_bias": _logit_bias(body, n_vocab) or None,
+        "logit_bias": _logit_bias(body, _n_vocab(ctx)) or None,
         "logprobs": logprobs,
     }
-    return make_sampling(http_sampling_defaults(), values, {})
+    return make_sampling(ctx.settings.sampling_defaults("openai"), values, {})
 
 
 def _model(body: dict, ctx) -> str:
@@ -172,7 +171,7 @@ def parse_chat(body, ctx) -> Call:
     top = opt_int(body, "top_logprobs", "top_logprobs", 0, 20)
     if top is not None and not logprobs_on:
         raise bad_request("top_logprobs", "requires logprobs to be true")
-    sampling = _sampling(body, (top or 0) if logprobs_on else None, _n_vocab(ctx))
+    sampling = _sampling(body, (top or 0) if logprobs_on else None, ctx)
     raw = opt_list(body, "messages", "messages")
     if not raw:
         raise bad_request("messages", "must be a non-empty array of messages")
@@ -215,7 +214,7 @@ def parse_completion(body, ctx) -> Call:
     body = require_object(body)
     model = _model(body, ctx)
     lp = opt_int(body, "logprobs", "logprobs", 0, 5)
-    sampling = _sampling(body, lp, _n_vocab(ctx))
+    sampling = _sampling(body, lp, ctx)
     tokens = _prompt_tokens(body, ctx)
     if opt_str(body, "suffix", "suffix"):
         raise bad_request("suffix", "suffix (fill-in-the-middle) is not supported")

@@ -19,7 +19,6 @@ from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
                        opt_list, opt_number, opt_seed, opt_str, read_messages, require_object)
-from ..settings import http_sampling_defaults
 from ..streaming import sse
 from ..uploads import MAX_TEXT_FILE_CHARS, Upload
 from .ollama import render_error  # noqa: F401  (the web UI's errors are Ollama's shape)
@@ -53,12 +52,12 @@ def has_vision(backend) -> bool:
 
 # ---- parse ----
 
-def _sampling(body: dict):
+def _sampling(body: dict, base):
     values = {name: read(body, key, key, lo, hi) for key, (name, read, lo, hi) in SAMPLING.items()}
     values["seed"] = opt_seed(body, "seed", "seed")
     names = {name: key for key, (name, *_rest) in SAMPLING.items()}
     names["seed"] = "seed"
-    return make_sampling(http_sampling_defaults(), values, names)
+    return make_sampling(base, values, names)
 
 
 def _image_ids(items: list, path: str, ctx) -> list[str]:
@@ -87,7 +86,7 @@ def parse_chat(body, ctx) -> Call:
     session = opt_str(body, "sessionId", "sessionId")
     opt_bool(body, "newChat", "newChat")  # accepted: every request carries its whole conversation
     think = opt_bool(body, "think", "think", default=False)
-    sampling = _sampling(body)
+    sampling = _sampling(body, ctx.settings.sampling_defaults("ollama"))
     max_tokens = opt_int(body, "maxTokens", "maxTokens", 1)
     raw = opt_list(body, "messages", "messages")
     if not raw:
