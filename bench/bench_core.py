@@ -9,7 +9,8 @@ different prompt so no prefix cache helps. Both go through their public Python g
 with greedy sampling: lanner `LLM.generate(ids, stream=True, temperature=0, ignore_eos=True)`,
 llama.cpp `Llama.generate(ids, temp=0)`. prefill tok/s = prompt tokens / time to the first token;
 decode tok/s = (gen - 1) / time from the first to the last token. Prints medians and ratios.
-lanner runs with flash attention (its default); --softmax-attention adds a lanner-softmax run.
+lanner runs with flash attention and batch invariance (its defaults); --softmax-attention adds a
+lanner-softmax run, --no-batch-invariant a lanner-variant run (batch_invariant=False).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from pathlib import Path
 
 WORKER = r"""
 import json, sys, time
-engine, path, threads, n_prompt, n_gen, run, fa, n_ids = sys.argv[1:9]
+engine, path, threads, n_prompt, n_gen, run, fa, n_ids, inv = sys.argv[1:10]
 threads, n_prompt, n_gen, run = int(threads), int(n_prompt), int(n_gen), int(run)
 prompt = [100 + (run * 7919 + i * 104729) % int(n_ids) for i in range(n_prompt)]  # distinct per run
 stamps = []
 if engine == "lanner":
     import lanner
-    llm = lanner.LLM(path, n_ctx=1024, n_threads=threads, n_parallel=1, flash_attn=fa == "1")
+    llm = lanner.LLM(path, n_ctx=1024, n_threads=threads, n_parallel=1, flash_attn=fa == "1",
+                     batch_invariant=inv == "1")
     t0 = time.perf_counter()
     for ch in llm.generate(prompt, max_tokens=n_gen, temperature=0, ignore_eos=True, stream=True):
         if ch.token_ids:
@@ -74,10 +76,11 @@ def model_paths(names: list[str], tmp: str) -> dict[str, str]:
 
 def one_run(engine: str, path: str, args, run: int) -> dict:
     fa = "0" if engine == "lanner-softmax" else "1"
+    inv = "0" if engine == "lanner-variant" else "1"
     engine = "lanner" if engine.startswith("lanner") else engine
     n_ids = 300 if Path(path).stem in TINY_MOE else 20000  # prompt ids in [100, 100 + n_ids)
     out = subprocess.run([sys.executable, "-c", WORKER, engine, path, str(args.threads), str(args.prompt),
-                          str(args.gen), str(run), fa, str(n_ids)], capture_output=True, text=True, check=True)
+                          str(args.gen), str(run), fa, str(n_ids), inv], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -90,8 +93,12 @@ def main() -> None:
     ap.add_argument("--models", default="smollm2,gemma3")
     ap.add_argument("--softmax-attention", action="store_true",
                     help="also run lanner with flash_attn=False (softmax(KQ)V over a transposed V cache)")
+    ap.add_argument("--no-batch-invariant", action="store_true",
+                    help="also run lanner with batch_invariant=False (as 'lanner-variant': ggml's "
+                         "shape-dependent attention kernels)")
     args = ap.parse_args()
     engines = ["lanner"] + (["lanner-softmax"] if args.softmax_attention else [])
+    engines = engines + (["lanner-variant"] if args.no_batch_invariant else [])
     try:
         import llama_cpp  # noqa: F401
         engines.append("llama.cpp")

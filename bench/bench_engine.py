@@ -99,7 +99,7 @@ def run_lanner(args, prompts_by_n, history, follow) -> dict:
 
     def new_engine(n_parallel):
         ctx = _core.Context(model, n_ctx=args.n_ctx, n_batch=512, n_seq_max=max(16, n_parallel),
-                            n_threads=N_THREADS)
+                            n_threads=N_THREADS, batch_invariant=not args.no_batch_invariant)
         return Engine(ctx, tok, n_parallel=n_parallel, step_token_budget=args.budget,
                       n_vocab=model.n_vocab, sampler_factory=Sampler)
 
@@ -174,8 +174,9 @@ def run_peer(spec_path: str) -> None:
     import llama_cpp
 
     spec = json.loads(Path(spec_path).read_text())
-    llm = llama_cpp.Llama(spec["model"], n_ctx=spec["n_ctx"], n_batch=512, n_threads=N_THREADS,
-                          n_threads_batch=N_THREADS, verbose=False)
+    n_threads = spec.get("threads", N_THREADS)
+    llm = llama_cpp.Llama(spec["model"], n_ctx=spec["n_ctx"], n_batch=512, n_threads=n_threads,
+                          n_threads_batch=n_threads, verbose=False)
     lock = threading.Lock()
 
     def one(prompt, max_tokens, ttfts, counts):
@@ -231,7 +232,7 @@ def peer(args, prompts_by_n, history, follow) -> dict | None:
         return None
     from lanner.default_model import smollm2_path
 
-    spec = {"model": str(smollm2_path()), "n_ctx": args.n_ctx, "max_tokens": args.max_tokens, "repeat": args.repeat,
+    spec = {"model": str(smollm2_path()), "n_ctx": args.n_ctx, "threads": N_THREADS, "max_tokens": args.max_tokens, "repeat": args.repeat,
             "prompts": {str(k): v for k, v in prompts_by_n.items()}, "history": history, "follow": follow}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
@@ -251,6 +252,7 @@ def peer(args, prompts_by_n, history, follow) -> dict | None:
 # ------------------------------------------------------------------ report
 
 def main() -> None:
+    global N_THREADS
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="fewer requests and tokens")
@@ -262,12 +264,16 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=2, help="runs per concurrency level; the best is kept")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--threads", type=int, default=N_THREADS, help="threads for both engines")
+    ap.add_argument("--no-batch-invariant", action="store_true",
+                    help="lanner with batch_invariant=False (ggml's shape-dependent attention kernels)")
     args = ap.parse_args()
     if args.peer:
         run_peer(args.peer)
         return
     if args.quick:
         args.requests, args.max_tokens, args.repeat = 1, 24, 1
+    N_THREADS = args.threads
 
     from lanner.default_model import smollm2_path
     from lanner.text.tokenizer import Tokenizer

@@ -193,16 +193,19 @@ PYBIND11_MODULE(_core, mod) {
 
     py::class_<Context>(mod, "Context")
         .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads,
-                         const std::string& type_k, const std::string& type_v, bool flash_attn) {
+                         const std::string& type_k, const std::string& type_v, bool flash_attn,
+                         bool batch_invariant) {
                  ContextParams p{n_ctx, n_batch, n_seq_max, n_threads};
                  p.type_k = kv_type(type_k, "type_k");
                  p.type_v = kv_type(type_v, "type_v");
                  p.flash_attn = flash_attn;
+                 p.batch_invariant = batch_invariant;
                  py::gil_scoped_release release;
                  return std::make_unique<Context>(std::move(m), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_seq_max") = 16,
-             py::arg("n_threads") = 0, py::arg("type_k") = "f16", py::arg("type_v") = "f16", py::arg("flash_attn") = true)
+             py::arg("n_threads") = 0, py::arg("type_k") = "f16", py::arg("type_v") = "f16", py::arg("flash_attn") = true,
+             py::arg("batch_invariant") = true)
         .def("decode", &decode, py::arg("tokens"), py::arg("pos"), py::arg("seq_id"), py::arg("want_logits"),
              "Decode one batch; returns (n_out, n_vocab) float32 logits for entries with want_logits, "
              "a view valid until the next decode.")
@@ -215,11 +218,14 @@ PYBIND11_MODULE(_core, mod) {
         .def("seq_pos_min", [](Context& c, int s) { return c.kv().seq_pos_min(s); }, py::arg("seq_id"))
         .def("kv_clear", [](Context& c) { c.kv().clear(); })
         .def("n_cells_used", [](Context& c) { return c.kv().n_used; })
+        .def_property_readonly("kv_compactions", [](Context& c) { return c.kv().n_compactions; },
+                               "times the cache packed its used cells down to keep sequences in position order")
         .def_property_readonly("n_ctx", [](Context& c) { return c.params().n_ctx; })
         .def_property_readonly("n_batch", [](Context& c) { return c.params().n_batch; })
         .def_property_readonly("n_seq_max", [](Context& c) { return c.params().n_seq_max; })
         .def_property_readonly("device", &Context::device_name)
         .def_property_readonly("flash_attn", &Context::use_flash_attn)
+        .def_property_readonly("batch_invariant", [](Context& c) { return c.params().batch_invariant != 0; })
         .def_property_readonly("type_k", [](Context& c) { return std::string(ggml_type_name(c.params().type_k)); })
         .def_property_readonly("type_v", [](Context& c) { return std::string(ggml_type_name(c.params().type_v)); })
         .def_property("n_threads", &Context::n_threads, &Context::set_n_threads);

@@ -29,6 +29,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
         backend_cpu_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
     }
     set_n_threads(params_.n_threads);
+    ggml_backend_cpu_set_use_ref(backend_cpu_, params_.batch_invariant != 0);
 
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
                                     params_.n_seq_max, params_.type_k, params_.type_v, !use_flash_attn());
@@ -165,8 +166,12 @@ int Context::decode(const Batch& b) {
 
 void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) {
     const auto& hp = model_->hp;
-    std::vector<int32_t> cells;
-    kv_->find_free(n_tokens, cells);  // decode() checked there is room
+    std::vector<int32_t> cells;  // each sequence's cells stay in position order (see kv_cache.h)
+    if (!kv_->place(n_tokens, b.seq + i0, b.pos + i0, cells)) {
+        kv_->compact();  // free cells only below some sequence's last cell: pack the used ones down
+        if (!kv_->place(n_tokens, b.seq + i0, b.pos + i0, cells))
+            throw KvCacheFullError("KV cache: no placement for " + std::to_string(n_tokens) + " entries");
+    }
     idx_.resize(n_tokens);
     out_ids_.clear();
     for (int t = 0; t < n_tokens; ++t) {

@@ -28,12 +28,19 @@ struct ContextParams {
     ggml_type type_k = GGML_TYPE_F16;
     ggml_type type_v = GGML_TYPE_F16;
     // Flash attention (ggml_flash_attn_ext, default) or softmax(KQ)V over a transposed V cache.
-    // Flash attention visits keys one at a time, so a sequence's logits do not depend on which
-    // cells it occupies or what else shares the batch: batched == alone, bit for bit (below
-    // ggml's 32-token matmul switch). The softmax(KQ)V path sums over cells with SIMD, so its
-    // rounding depends on cell alignment (logits move by up to ~1 on SmolLM2, near-ties can
-    // flip), but on this ggml's CPU backend it decodes ~15% faster at 512 cells.
+    // The softmax(KQ)V path sums over cells with SIMD, so its rounding depends on cell alignment
+    // (logits move by up to ~1 on SmolLM2, near-ties can flip), but on this ggml's CPU backend
+    // it decodes ~15% faster at 512 cells.
     int flash_attn = 1;
+    // Batch invariance (CPU, with flash attention): every row of attention runs ggml's one-key-
+    // at-a-time kernel, which visits a sequence's cells in cell order (= position order, see
+    // kv_cache.h) and skips masked ones, so a sequence's logits are the same bit for bit
+    // whatever shares its ubatch, how its prompt was chunked, where its cells lie and how many
+    // cells exist. Off, ggml picks by shape: a tiled kernel for ubatches of >= 64 tokens and a
+    // KV-split one for a single token over >= 512 cells, each rounding differently. It sets the
+    // CPU backend's reference mode (ggml_backend_cpu_set_use_ref), which also turns off ggml's
+    // RMSNorm+mul fusion. Costs: bench/README.md.
+    int batch_invariant = 1;
 };
 
 class Context {

@@ -1,6 +1,9 @@
 // KvCache: cell bookkeeping + the K/V tensors.
 #include "kv_cache.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "error.h"
 #include "model.h"
 
@@ -33,11 +36,72 @@ int KvCache::used_end() const {
     return 0;
 }
 
-bool KvCache::find_free(int n, std::vector<int32_t>& out) const {
-    out.clear();
-    for (int i = 0; i < n_ctx && (int)out.size() < n; ++i)
-        if (!cells[i].seqs) out.push_back(i);
-    return (int)out.size() == n;
+// Lowest cell above every cell of each sequence in the batch; sequences with the highest
+// floor choose first (their candidates are a subset of every lower floor's), so this finds a
+// placement whenever one exists.
+bool KvCache::place(int n, const int32_t* seq, const int32_t* pos, std::vector<int32_t>& out) const {
+    out.assign(n, -1);
+    std::vector<int32_t> floor(k_max_seq, -1);  // highest cell each sequence holds
+    for (int i = 0; i < n_ctx; ++i)
+        for (uint64_t m = cells[i].seqs; m; m &= m - 1) floor[__builtin_ctzll(m)] = i;
+    std::vector<std::vector<int>> by_seq(k_max_seq);  // entries of each sequence, by position
+    for (int i = 0; i < n; ++i) by_seq[seq[i]].push_back(i);
+    std::vector<int> order;
+    for (int s = 0; s < k_max_seq; ++s)
+        if (!by_seq[s].empty()) order.push_back(s);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return floor[a] > floor[b]; });
+    std::vector<char> taken(n_ctx, 0);
+    for (int s : order) {
+        auto& ent = by_seq[s];
+        std::stable_sort(ent.begin(), ent.end(), [&](int a, int b) { return pos[a] < pos[b]; });
+        size_t k = 0;
+        for (int c = floor[s] + 1; c < n_ctx && k < ent.size(); ++c)
+            if (!cells[c].seqs && !taken[c]) { taken[c] = 1; out[ent[k++]] = c; }
+        if (k < ent.size()) return false;
+    }
+    return true;
+}
+
+// Moves row `from` to row `to` (to < from) of every K/V tensor, given a host copy of each.
+static void move_rows(std::vector<std::vector<uint8_t>>& data, const std::vector<ggml_tensor*>& ts,
+                      bool transposed, int32_t from, int32_t to) {
+    for (size_t l = 0; l < ts.size(); ++l) {
+        const ggml_tensor* t = ts[l];
+        uint8_t* d = data[l].data();
+        if (!transposed) {  // [n_embd, n_ctx]: a cell is a row of nb[1] bytes
+            std::memcpy(d + (size_t)to * t->nb[1], d + (size_t)from * t->nb[1], t->nb[1]);
+        } else {  // [n_ctx, n_embd]: a cell is one element in each of ne[1] rows
+            const size_t es = ggml_type_size(t->type);
+            for (int64_t r = 0; r < t->ne[1]; ++r)
+                std::memcpy(d + r * t->nb[1] + (size_t)to * es, d + r * t->nb[1] + (size_t)from * es, es);
+        }
+    }
+}
+
+void KvCache::compact() {
+    ++n_compactions;
+    std::vector<std::vector<uint8_t>> kd(k.size()), vd(v.size());
+    for (size_t l = 0; l < k.size(); ++l) {
+        kd[l].resize(ggml_nbytes(k[l]));
+        ggml_backend_tensor_get(k[l], kd[l].data(), 0, kd[l].size());
+        vd[l].resize(ggml_nbytes(v[l]));
+        ggml_backend_tensor_get(v[l], vd[l].data(), 0, vd[l].size());
+    }
+    int32_t to = 0;
+    for (int32_t from = 0; from < n_ctx; ++from) {
+        if (!cells[from].seqs) continue;
+        if (from != to) {
+            move_rows(kd, k, false, from, to);
+            move_rows(vd, v, v_trans, from, to);
+            cells[to] = cells[from];
+            cells[from] = KvCell{};
+        }
+        ++to;
+    }
+    for (size_t l = 0; l < k.size(); ++l) {
+        ggml_backend_tensor_set(k[l], kd[l].data(), 0, kd[l].size());
+        ggml_backend_tensor_set(v[l], vd[l].data(), 0, vd[l].size());
+    }
 }
 
 void KvCache::occupy(int32_t cell, int32_t pos, int seq) {

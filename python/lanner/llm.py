@@ -74,9 +74,13 @@ class LLM:
     n_threads: CPU threads for the matmuls (default: the CPUs this process may use).
     n_parallel: sequences decoded together by the engine; max_queue: requests allowed to wait.
     type_k / type_v: KV cache cell types ("f16", "f32", "q8_0").
-    flash_attn: True (default) keeps every sequence's logits independent of batching and cache
-    placement; False uses softmax(KQ)V, ~15% faster decode on the CPU for small models, whose
-    rounding depends on where a sequence's cells lie.
+    flash_attn: True (default) attention by ggml's flash-attention kernel; False uses softmax(KQ)V,
+    ~15% faster decode on the CPU for small models, whose rounding depends on where a sequence's
+    cells lie (so no batch invariance).
+    batch_invariant: True (default; CPU, with flash_attn) makes a request's logits, and so its
+    greedy or seeded tokens, independent of the prefix cache, batch neighbours, prompt chunking,
+    cell placement and thread count, bit for bit; False lets ggml pick faster shape-dependent
+    attention kernels (prefill of long prompts ~10-15% faster, see bench/README.md).
     repack: store Q4_0/Q4_K/... weights in ggml's CPU repacking layout: faster prompt processing,
     but batched rows then round differently from single rows (logits depend on batch neighbours).
     backend: "auto" (a GPU if ggml has one, else the CPU), "cpu", "cuda" or "metal"; ValueError
@@ -86,7 +90,8 @@ class LLM:
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
                  max_queue: int = 64, type_k: str = "f16", type_v: str = "f16",
-                 flash_attn: bool = True, repack: bool = False, backend: str = "auto"):
+                 flash_attn: bool = True, repack: bool = False, backend: str = "auto",
+                 batch_invariant: bool = True):
         from . import _core
         from .backends import backend_of, device_for, list_devices
 
@@ -103,7 +108,8 @@ class LLM:
         self.n_threads = int(n_threads or _default_threads())
         ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_batch=n_batch,
                             n_seq_max=max(16, n_parallel * 2), n_threads=self.n_threads,
-                            type_k=type_k, type_v=type_v, flash_attn=flash_attn)
+                            type_k=type_k, type_v=type_v, flash_attn=flash_attn,
+                            batch_invariant=batch_invariant)
         self.engine = Engine(ctx, self.tokenizer, n_parallel=n_parallel, max_queue=max_queue,
                              step_token_budget=n_batch, n_vocab=self.model.n_vocab)
         self.model_name = Path(self.model_path).stem
