@@ -22,7 +22,7 @@ from ..request import (Call, chat_prompt, check_prompt_chars, completion_budget,
                        require_object)
 from ..settings import http_sampling_defaults
 from ..streaming import SSE_DONE, sse
-from ..structured import JsonFormat
+from ..structured import JsonFormat, grammar_of
 
 FINGERPRINT = f"lanner-{__version__}"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -76,7 +76,8 @@ def _model(body: dict, ctx) -> str:
 
 def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dict,
           **fields) -> Call:
-    """The Call from the fields chat and completions share: n, stream, budget, stop."""
+    """The Call from the fields chat and completions share: n, stream, budget, stop, and the
+    grammar of fields['json'] (response_format)."""
     n = opt_int(body, "n", "n", default=1)
     if n != 1:
         raise bad_request("n", f"only n=1 is supported, got {n}")
@@ -88,7 +89,8 @@ def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dic
         max_tokens = opt_int(body, "max_tokens", "max_tokens", 1)
     req = GenerateRequest(
         prompt_tokens=prompt, sampling=sampling, stop=opt_stop(body, "stop", "stop", max_n=4),
-        max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx, ctx.settings.max_tokens))
+        max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx, ctx.settings.max_tokens),
+        grammar=grammar_of(fields.get("json")))
     return Call(request=req, model=model, stream=opt_bool(body, "stream", "stream", default=False),
                 options={"include_usage": include_usage, **options}, **fields)
 
@@ -161,7 +163,8 @@ def _response_format(body: dict) -> Optional[JsonFormat]:
         js = rf.get("json_schema")
         if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
             raise bad_request("response_format.json_schema", "must be an object with a schema")
-        return JsonFormat(js.get("schema") or {}, "response_format")
+        strict = opt_bool(js, "strict", "response_format.json_schema.strict", default=False)
+        return JsonFormat(js.get("schema") or {}, "response_format.json_schema.schema", strict)
     raise bad_request("response_format.type", f"must be text, json_object or json_schema, got {kind!r}")
 
 
@@ -225,7 +228,7 @@ def parse_completion(body, ctx) -> Call:
         prompt = prompt[0]
     return _call(body, ctx, model, tokens, sampling,
                  {"echo": prompt if echo and isinstance(prompt, str) else ""},
-                 logprobs=lp is not None, prompt_param="prompt", id="cmpl-" + uuid.uuid4().hex[:24])
+                 json=_response_format(body), logprobs=lp is not None, prompt_param="prompt", id="cmpl-" + uuid.uuid4().hex[:24])
 
 
 # ---- render: shared pieces ----
