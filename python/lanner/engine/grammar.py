@@ -97,11 +97,12 @@ class GrammarCompiler:
             raise ValidationError("grammar", _short(m.get_error()))
         gm = GrammarMatcher(m, self)
         gm.fill()
-        if m.is_error():
-            raise ValidationError("grammar", _short(m.get_error()))
-        if m.is_stopped() and not m.is_accepting():
+        nothing = m.is_stopped() and not m.is_accepting()  # only EOS at the start, not accepted
+        if nothing and (not m.is_error() or "NoExtension" in m.get_error()):
             raise ValidationError("grammar", "it matches no text at all (e.g. a $ref that only "
                                              "refers to itself)")
+        if m.is_error():
+            raise ValidationError("grammar", _short(m.get_error()))
         return gm
 
 
@@ -152,23 +153,29 @@ class GrammarMatcher:
     def prefetch(self) -> None:
         self._pending = self._c._executor().submit(self.fill)
 
-    def allowed_ids(self) -> np.ndarray:
-        """Token ids the grammar allows next, ascending (int64); waits for a prefetched mask."""
+    def _wait(self) -> None:
+        """Wait for a prefetched mask (the matcher must not be touched while it is computed)."""
         if self._pending is not None:
             t0 = time.perf_counter_ns()
             self._pending.result()
             self._c.wait_ns += time.perf_counter_ns() - t0
             self._pending = None
+
+    def allowed_ids(self) -> np.ndarray:
+        """Token ids the grammar allows next, ascending (int64); waits for a prefetched mask."""
+        self._wait()
         bits = np.unpackbits(self._words.view(np.uint8), bitorder="little")[: self._c.n_vocab]
         return np.flatnonzero(bits)
 
     def consume(self, token_id: int) -> bool:
         """Advance by the sampled token; False if the grammar did not allow it (see error)."""
+        self._wait()
         return bool(self._m.consume_token(int(token_id)))
 
     @property
     def done(self) -> bool:
         """Only an end-of-generation token may follow: the output is complete."""
+        self._wait()
         return bool(self._m.is_stopped())
 
     @property
