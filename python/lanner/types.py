@@ -140,7 +140,12 @@ class Grammar:
         """From a JSON Schema (a dict, or its JSON text). {"type": "object"} = any JSON object."""
         import json
 
-        text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
+        try:
+            text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
+        except RecursionError:
+            raise ValidationError("grammar", "the schema nests too deeply to encode") from None
+        except (TypeError, ValueError) as e:
+            raise ValidationError("grammar", f"the schema is not JSON: {e}") from None
         return cls("json_schema", text, strict)
 
 
