@@ -107,10 +107,10 @@ def test_bad_schema_is_a_400_naming_the_field(fx, path, body, param):
 
 def test_gemini_schema_conversion():
     s = from_gemini_schema({
-        "type": "OBJECT", "propertyOrdering": ["b", "a"], "required": ["a"],
+        "type": "OBJECT", "property_ordering": ["b", "a"], "required": ["a"],
         "properties": {"a": {"type": "STRING", "nullable": True, "format": "date-time", "maxLength": "30"},
                        "b": {"type": "ARRAY", "items": {"type": "INTEGER", "format": "int64"},
-                             "minItems": "1", "maxItems": 3},
+                             "min_items": "1", "maxItems": 3},
                        "c": {"type": "STRING", "format": "enum", "enum": ["x", "y"], "nullable": True},
                        "d": {"anyOf": [{"type": "NUMBER"}, {"type": "BOOLEAN"}], "nullable": True}},
         "description": "a thing", "example": {"a": "b"}}, "responseSchema")

@@ -13,6 +13,7 @@ Must not: know a dialect beyond the field path it is handed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -66,10 +67,12 @@ _STRING_FORMATS = {"date-time", "date", "time", "duration", "email", "hostname",
 
 
 def from_gemini_schema(schema: Any, path: str) -> dict:
-    """A Gemini Schema object (uppercase types, nullable, propertyOrdering, counts as strings)
-    as JSON Schema; 400 naming the field for what is not a Schema field."""
+    """A Gemini Schema object (uppercase types, nullable, propertyOrdering, counts as strings;
+    field names in camelCase or snake_case) as JSON Schema; 400 naming the field for what is not
+    a Schema field."""
     if not isinstance(schema, dict):
         raise bad_request(path, "must be a Schema object")
+    schema = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in schema.items()}
     out: dict = {}
     for key, v in schema.items():
         p = f"{path}.{key}"
