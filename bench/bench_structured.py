@@ -3,8 +3,9 @@
 For each model, one sequence, greedy, N generated tokens (EOS ignored when free; the schema is
 an array long enough that the grammar never ends it first): decode tokens/s with and without a
 JSON schema, alternating runs, medians; the ratio constrained/free is the number that matters.
-lanner also reports mask time per token (p50/p99, computed on the grammar worker) and the time
-the model thread waited for masks per token. Peer: llama_cpp.Llama with LlamaGrammar
+lanner also reports mask time per token (p50/p99), the time the model thread waited for masks
+per token, and the same constrained run with the overlap off (each mask computed in the model
+thread when its logits arrive, instead of on the worker while the step decodes). Peer: llama_cpp.Llama with LlamaGrammar
 .from_json_schema (GBNF), in a subprocess of the given python (its libllama cannot load next to
 lanner's libggml; a stub stands in for its optional diskcache import).
 Run: python bench/bench_structured.py [--runs 3] [--tokens 64] [--peer-python PATH]
@@ -45,17 +46,19 @@ def bench_lanner(path: str, threads: int, runs: int, n_tok: int) -> dict:
         warm_s = time.perf_counter() - t0
         prompt = llm.chat_tokens([{"role": "user", "content": PROMPT}])
         grammar = Grammar.json_schema(SCHEMA)
-        rates = {"free": [], "schema": []}
+        rates = {"free": [], "schema": [], "schema_no_overlap": []}
+        waits = {"schema": 0, "schema_no_overlap": 0}
         compile_ms = []
         g = llm.engine.grammar
         g.mask_ns.clear()
-        g.wait_ns = 0
         n_constrained = 0
         for r in range(runs + 1):  # the first round warms up and is dropped
-            for kind in ("free", "schema"):
+            for kind in ("free", "schema", "schema_no_overlap"):
+                g.overlap = kind != "schema_no_overlap"
+                w0 = g.wait_ns
                 t = time.perf_counter()
                 req = GenerateRequest(prompt_tokens=prompt, max_tokens=n_tok, sampling=SamplingParams(),
-                                      ignore_eos=kind == "free", grammar=grammar if kind == "schema" else None)
+                                      ignore_eos=kind == "free", grammar=None if kind == "free" else grammar)
                 stream = llm.engine.submit(req)
                 if kind == "schema":
                     compile_ms.append((time.perf_counter() - t) * 1e3)
@@ -65,11 +68,15 @@ def bench_lanner(path: str, threads: int, runs: int, n_tok: int) -> dict:
                 if r > 0:
                     rates[kind].append((n - 1) / (fin.timings.eval_ns / 1e9))
                     n_constrained += n if kind == "schema" else 0
+                    if kind != "free":
+                        waits[kind] += g.wait_ns - w0
         mask_us = [x / 1e3 for x in g.mask_ns]
         return {"free_tok_s": statistics.median(rates["free"]),
                 "schema_tok_s": statistics.median(rates["schema"]),
+                "schema_no_overlap_tok_s": statistics.median(rates["schema_no_overlap"]),
                 "mask_us_p50": percentile(mask_us, 0.5), "mask_us_p99": percentile(mask_us, 0.99),
-                "wait_us_per_token": g.wait_ns / 1e3 / max(1, n_constrained),
+                "wait_us_per_token": waits["schema"] / 1e3 / max(1, n_constrained),
+                "wait_us_per_token_no_overlap": waits["schema_no_overlap"] / 1e3 / max(1, n_constrained),
                 "compile_ms_p50": statistics.median(compile_ms), "vocab_build_s": warm_s,
                 "prompt": prompt}
 

@@ -147,10 +147,12 @@ SCHEMA = {"type": "object", "properties": {
     "required": ["name", "n", "tags"], "additionalProperties": False}
 
 
-def test_engine_output_follows_the_grammar():
+@pytest.mark.parametrize("overlap", [True, False])
+def test_engine_output_follows_the_grammar(overlap):
     ctx = FakeContext(FakeModel(ByteVocab.n_vocab), n_ctx=4096, n_seq_max=8)
     eng = Engine(ctx, ByteVocab(), n_parallel=4, n_vocab=ByteVocab.n_vocab,
                  detokenizer_factory=_Detok)
+    eng.grammar.overlap = overlap  # masks on the worker during the decode, or in the model thread
     try:
         streams = [eng.submit(GenerateRequest(prompt_tokens=_ids(f"p{i}"), max_tokens=200,
                                               sampling=SamplingParams(temperature=1.0, seed=i),
@@ -164,6 +166,7 @@ def test_engine_output_follows_the_grammar():
                 else:
                     toks.append(ev.token_id)
             assert fin.reason is FinishReason.STOP, fin.error
+            assert fin.usage.completion_tokens == len(toks)
             value = json.loads(bytes(t - 3 for t in toks))
             jsonschema.validate(value, SCHEMA)
         with pytest.raises(ValidationError):  # refused at submit, nothing queued

@@ -55,6 +55,8 @@ class GrammarCompiler:
         self._pool: Optional[ThreadPoolExecutor] = None
         self.mask_ns: collections.deque[int] = collections.deque(maxlen=100_000)  # per mask
         self.wait_ns = 0                           # model-thread time spent waiting for masks
+        self.overlap = True                        # False: masks computed in the model thread
+                                                   # when needed (for measuring the overlap)
 
     def warm(self) -> None:
         """Build llguidance's tokenizer now (seconds for a 262k vocabulary) rather than on the
@@ -143,6 +145,7 @@ class GrammarMatcher:
         self._c = compiler
         self._words = np.zeros(compiler.n_words, dtype=np.int32)  # (n_words,) bit i = token i allowed
         self._pending: Optional[Future] = None
+        self._stale = False  # the mask is for an earlier state (overlap off)
 
     def fill(self) -> None:
         """Compute the next mask into the bitmask (GIL released while llguidance works)."""
@@ -151,15 +154,22 @@ class GrammarMatcher:
         self._c.mask_ns.append(time.perf_counter_ns() - t0)
 
     def prefetch(self) -> None:
-        self._pending = self._c._executor().submit(self.fill)
+        """Start computing the next mask on the worker (after consume)."""
+        if self._c.overlap:
+            self._pending = self._c._executor().submit(self.fill)
+        else:
+            self._stale = True
 
     def _wait(self) -> None:
         """Wait for a prefetched mask (the matcher must not be touched while it is computed)."""
-        if self._pending is not None:
+        if self._pending is not None or self._stale:
             t0 = time.perf_counter_ns()
-            self._pending.result()
+            if self._pending is not None:
+                self._pending.result()
+            else:
+                self.fill()
             self._c.wait_ns += time.perf_counter_ns() - t0
-            self._pending = None
+            self._pending, self._stale = None, False
 
     def allowed_ids(self) -> np.ndarray:
         """Token ids the grammar allows next, ascending (int64); waits for a prefetched mask."""
