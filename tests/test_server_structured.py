@@ -175,3 +175,31 @@ def test_body_at_the_depth_limit_is_parsed(fx):
         deep = [deep]
     r = c.simulate_post("/v1/chat/completions", json={"messages": USER, "metadata": deep})
     assert r.status_code == 200
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+
+
+def test_tool_choice_required_or_named_is_a_grammar(fx):
+    c, llm = fx
+    llm.reply = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    r = c.simulate_post("/v1/chat/completions", json={"messages": USER, "tools": TOOLS, "tool_choice": "required"})
+    assert r.status_code == 200, r.text
+    assert r.json["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    kind, source, _ = _grammar(llm)
+    assert kind == "lark" and '"get_weather"' in source and '"get_time"' in source
+    r = c.simulate_post("/v1/chat/completions", json={
+        "messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
+    assert r.status_code == 200
+    assert '"get_time"' in _grammar(llm)[1] and '"get_weather"' not in _grammar(llm)[1]
+    c.simulate_post("/v1/chat/completions", json={"messages": USER, "tools": TOOLS, "tool_choice": "auto"})
+    assert _grammar(llm) is None
+    for choice, param in [({"type": "function", "function": {"name": "nope"}}, "tool_choice"),
+                          ("sometimes", "tool_choice")]:
+        r = c.simulate_post("/v1/chat/completions", json={"messages": USER, "tools": TOOLS, "tool_choice": choice})
+        assert r.status_code == 400 and r.json["error"]["param"] == param
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/nope"}}}]
+    r = c.simulate_post("/v1/chat/completions", json={"messages": USER, "tools": bad, "tool_choice": "required"})
+    assert r.status_code == 400 and r.json["error"]["param"] == "tools", r.text

@@ -178,3 +178,24 @@ def test_redos_shaped_pattern_is_served(url):
     r = _post_schema(url, schema)
     assert r.status_code == 200
     jsonschema.validate(json.loads(r.json()["choices"][0]["message"]["content"]), schema)
+
+
+def test_openai_forced_tool_call(url):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    params = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                               "unit": {"enum": ["celsius", "fahrenheit"]}},
+              "required": ["city", "unit"], "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": params}},
+             {"type": "function", "function": {"name": "get_time", "parameters": {
+                 "type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                 "required": ["zone"], "additionalProperties": False}}}]
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        r = client.chat.completions.create(model=NAME, max_tokens=100, tools=tools, tool_choice=choice,
+                                           messages=[{"role": "user", "content": "Weather in Paris?"}])
+        call = r.choices[0].message.tool_calls[0].function
+        assert r.choices[0].finish_reason == "tool_calls"
+        if choice != "required":
+            assert call.name == "get_weather"
+        schema = params if call.name == "get_weather" else tools[1]["function"]["parameters"]
+        jsonschema.validate(json.loads(call.arguments), schema)

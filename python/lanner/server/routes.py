@@ -80,9 +80,9 @@ def run_call(req: falcon.Request, resp: falcon.Response, ctx: ServerContext, cal
     except ContextOverflowError as e:
         raise from_exception(e, call.prompt_param) from None
     except ValidationError as e:
-        if e.field != "grammar" or call.json is None:
+        if e.field != "grammar" or call.grammar_param is None:
             raise
-        param = call.json.param  # the schema the dialect's field gave: rejected before queueing
+        param = call.grammar_param  # the schema the dialect's field gave: rejected before queueing
         raise ApiError(400, f"{param}: the schema cannot be used: {str(e).split(': ', 1)[-1]}",
                        param=param, code="invalid_schema") from None
     events = TrackedEvents(rs, on_finish=ctx.metrics.finish)

@@ -56,6 +56,31 @@ def with_instruction(messages: list[dict], fmt: JsonFormat) -> list[dict]:
     return [{"role": "system", "content": text}] + messages
 
 
+# ---- a forced tool call (OpenAI tool_choice "required" or a named function) ----
+
+def tool_call_grammar(tools: list, names: Optional[list[str]], path: str) -> Grammar:
+    """The reply is one `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block (the
+    Hermes format the output parser reads) calling one of `names` (None = any of `tools`) with
+    arguments that satisfy its parameters schema."""
+    by_name: dict[str, Any] = {}
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad_request(f"{path}[{i}].function", "must be an object with a name")
+        params = fn.get("parameters", {"type": "object"})
+        if not isinstance(params, (dict, bool)):
+            raise bad_request(f"{path}[{i}].function.parameters", "must be a JSON Schema object")
+        by_name[fn["name"]] = params
+    for n in names or ():
+        if n not in by_name:
+            raise bad_request("tool_choice", f"names no tool of the request: {n!r}")
+    calls = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
+              "required": ["name", "arguments"], "additionalProperties": False}
+             for n in (names or list(by_name))]
+    schema = json.dumps({"anyOf": calls}, separators=(",", ":"))
+    return Grammar("lark", 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + schema)
+
+
 # ---- Gemini's Schema (an OpenAPI 3.0 subset) -> JSON Schema ----
 
 _GEMINI_TYPES = {"STRING": "string", "NUMBER": "number", "INTEGER": "integer", "BOOLEAN": "boolean",

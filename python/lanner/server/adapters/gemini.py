@@ -166,7 +166,9 @@ def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
                                                        ctx.settings.max_tokens),
                           session_id=session or None, grammar=grammar)
     return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
-                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse})
+                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse},
+                grammar_param=fmt.param if fmt is not None else
+                ("generationConfig.responseSchema" if grammar is not None else None))
 
 
 def parse_count_tokens(body, ctx, model: str) -> list[int]:

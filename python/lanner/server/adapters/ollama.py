@@ -117,6 +117,7 @@ class _Fields:
                               grammar=grammar_of(self.json))
         return Call(request=req, model=self.model, stream=self.stream, think=bool(self.think),
                     tools=tools, json=self.json, logprobs=self.sampling.logprobs is not None,
+                    grammar_param=self.json.param if self.json is not None else None,
                     prompt_param="prompt" if kind == "generate" else "messages",
                     options={"kind": kind})
 
