@@ -57,7 +57,7 @@ def test_every_dialect_sends_a_grammar(fx):
         (GEN, {"contents": "x", "generationConfig": {"responseMimeType": "application/json",
                                                      "responseSchema": {"type": "OBJECT", "properties": {
                                                          "a": {"type": "INTEGER"}}, "required": ["a"]}}},
-         ("json_schema", OBJ, True)),
+         ("json_schema", {**OBJ, "additionalProperties": False}, True)),
     ]
     for path, body, want in cases:
         r = c.simulate_post(path, json=body)
@@ -114,7 +114,8 @@ def test_gemini_schema_conversion():
                        "c": {"type": "STRING", "format": "enum", "enum": ["x", "y"], "nullable": True},
                        "d": {"anyOf": [{"type": "NUMBER"}, {"type": "BOOLEAN"}], "nullable": True}},
         "description": "a thing", "example": {"a": "b"}}, "responseSchema")
-    assert s == {"type": "object", "required": ["a"], "description": "a thing", "properties": {
+    assert s == {"type": "object", "required": ["a"], "description": "a thing",
+                 "additionalProperties": False, "properties": {
         "b": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3},
         "a": {"type": ["string", "null"], "format": "date-time", "maxLength": 30},
         "c": {"type": ["string", "null"], "enum": ["x", "y", None]},

@@ -116,14 +116,12 @@ def test_genai_sdk(url):
     assert r.text in ("red", "green", "blue")
 
 
-def _deep_array_schema(n: int) -> dict:
-    s: dict = {"type": "string"}
-    for _ in range(n):
-        s = {"type": "array", "items": s}
-    return s
+def _deep_array_schema(n: int) -> str:
+    """JSON text of arrays nested n deep (json.dumps cannot encode 10k levels)."""
+    return '{"type": "array", "items": ' * n + '{"type": "string"}' + "}" * n
 
 
-HOSTILE = {
+HOSTILE = {  # JSON text, or a value to encode
     "10k-deep nesting": _deep_array_schema(10_000),
     "70-deep nesting": _deep_array_schema(70),
     "self-referencing $ref": {"$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"},
@@ -139,10 +137,16 @@ HOSTILE = {
 }
 
 
-def _post_schema(url: str, schema: dict) -> requests.Response:
-    return requests.post(url + "/v1/chat/completions", json={
-        "model": NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "h", "strict": True, "schema": schema}}})
+def _text(schema) -> str:
+    return schema if isinstance(schema, str) else json.dumps(schema)
+
+
+def _post_schema(url: str, schema) -> requests.Response:
+    body = ('{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, '
+            '"response_format": {"type": "json_schema", "json_schema": {"name": "h", "strict": true, '
+            '"schema": %s}}}' % (NAME, _text(schema)))
+    return requests.post(url + "/v1/chat/completions", data=body.encode(),
+                         headers={"Content-Type": "application/json"})
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
@@ -158,15 +162,16 @@ def test_hostile_schema_is_a_quick_400(url, name):
 
 
 @pytest.mark.parametrize("path,wrap", [
-    ("/api/chat", lambda s: {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "format": s,
-                             "stream": False}),
+    ("/api/chat", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "stream": false, '
+                  '"format": %%s}' % NAME),
     (f"/v1beta/models/{NAME}:generateContent",
-     lambda s: {"contents": "hi", "generationConfig": {"responseMimeType": "application/json",
-                                                        "responseJsonSchema": s}}),
+     '{"contents": "hi", "generationConfig": {"responseMimeType": "application/json", '
+     '"responseJsonSchema": %s}}'),
 ])
 def test_hostile_schemas_in_other_dialects(url, path, wrap):
     for name in ("10k-deep nesting", "self-referencing $ref", "5,000 properties", "nested counted repetition"):
-        r = requests.post(url + path, json=wrap(HOSTILE[name]))
+        r = requests.post(url + path, data=(wrap % _text(HOSTILE[name])).encode(),
+                          headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (path, name, r.text[:300])
 
 

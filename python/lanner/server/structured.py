@@ -93,8 +93,8 @@ _STRING_FORMATS = {"date-time", "date", "time", "duration", "email", "hostname",
 
 def from_gemini_schema(schema: Any, path: str) -> dict:
     """A Gemini Schema object (uppercase types, nullable, propertyOrdering, counts as strings;
-    field names in camelCase or snake_case) as JSON Schema; 400 naming the field for what is not
-    a Schema field."""
+    field names in camelCase or snake_case) as JSON Schema; an object with properties has no
+    others (Gemini's meaning). 400 naming the field for what is not a Schema field."""
     if not isinstance(schema, dict):
         raise bad_request(path, "must be a Schema object")
     schema = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in schema.items()}
@@ -138,6 +138,8 @@ def from_gemini_schema(schema: Any, path: str) -> dict:
     if isinstance(order, list) and isinstance(out.get("properties"), dict):
         props = out["properties"]
         out["properties"] = {**{k: props[k] for k in order if k in props}, **props}
+    if "properties" in out:  # Gemini answers with the declared properties only
+        out["additionalProperties"] = False
     if schema.get("nullable") is True:
         if "enum" in out:
             out["enum"] = list(out["enum"]) + [None]
