@@ -196,7 +196,7 @@ def test_openai_forced_tool_call(url):
                  "type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
                  "required": ["zone"], "additionalProperties": False}}}]
     for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
-        r = client.chat.completions.create(model=NAME, max_tokens=100, tools=tools, tool_choice=choice,
+        r = client.chat.completions.create(model=NAME, max_tokens=160, tools=tools, tool_choice=choice,
                                            messages=[{"role": "user", "content": "Weather in Paris?"}])
         call = r.choices[0].message.tool_calls[0].function
         assert r.choices[0].finish_reason == "tool_calls"

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..engine.grammar import JSON_STYLE
 from ..types import Grammar
 from .errors import ApiError, bad_request
 
@@ -77,7 +78,7 @@ def tool_call_grammar(tools: list, names: Optional[list[str]], path: str) -> Gra
     calls = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
               "required": ["name", "arguments"], "additionalProperties": False}
              for n in (names or list(by_name))]
-    schema = json.dumps({"anyOf": calls}, separators=(",", ":"))
+    schema = json.dumps({"anyOf": calls, "x-guidance": JSON_STYLE}, separators=(",", ":"))
     return Grammar("lark", 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + schema)
 
 
