@@ -8,7 +8,7 @@ per token, and the same constrained run with the overlap off (each mask computed
 thread when its logits arrive, instead of on the worker while the step decodes). Peer: llama_cpp.Llama with LlamaGrammar
 .from_json_schema (GBNF), in a subprocess of the given python (its libllama cannot load next to
 lanner's libggml; a stub stands in for its optional diskcache import).
-Run: python bench/bench_structured.py [--runs 3] [--tokens 64] [--peer-python PATH]
+Run (the installed lanner): python bench/bench_structured.py [--runs 3] [--tokens 64] [--peer-python PATH]
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "python")]
 
 SCHEMA = {"type": "array", "minItems": 200, "maxItems": 200, "items": {
     "type": "object", "properties": {"name": {"type": "string", "maxLength": 16},
