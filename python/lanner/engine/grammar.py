@@ -114,7 +114,10 @@ def _grammar_text(g: Grammar) -> str:
     if g.kind == "json_schema":
         try:
             schema = json.loads(g.source)
-        except (ValueError, RecursionError) as e:
+        except RecursionError:
+            raise ValidationError("grammar", "the schema nests too deeply (the limit is "
+                                             "64 levels)") from None
+        except ValueError as e:
             raise ValidationError("grammar", f"the schema is not valid JSON: {str(e)[:200]}") from None
         check_schema(schema, len(g.source.encode("utf-8")))
         try:
