@@ -12,7 +12,7 @@ import pytest
 
 from server_helpers import make_client
 from fake_backend import FakeLLM
-from lanner.server.routes import MAX_BODY_DEPTH
+from lanner.server.routes import MAX_JSON_DEPTH as MAX_BODY_DEPTH
 from lanner.server.structured import from_gemini_schema
 from lanner.server.errors import ApiError
 
@@ -165,7 +165,7 @@ def test_deep_body_is_a_400(fx, path, depth):
     r = c.simulate_post(path, body='{"messages": ' + deep + ', "contents": ' + deep + "}",
                         headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
-    assert f"more than {MAX_BODY_DEPTH} levels" in r.text
+    assert f"nested more than {MAX_BODY_DEPTH} levels" in r.text
     assert c.simulate_post("/v1/chat/completions", json={"messages": USER}).status_code == 200
 
 
