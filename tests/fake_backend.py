@@ -5,7 +5,9 @@ chat_tokens, engine.submit/abort/stats. Tokens are UTF-8 bytes (id = byte + 3, B
 reply is a canned text split into word pieces, one piece per generated token. It honors
 max_tokens (LENGTH), stop strings (STOP, never emitted), holds the last piece back to release it
 in FinishEvent.text, simulates a prefix cache (cached_tokens), records submits and aborts, and
-can be made to refuse (OverloadedError) or fail mid-stream (FinishReason.ERROR).
+can be made to refuse (OverloadedError) or fail mid-stream (FinishReason.ERROR). A request's
+grammar is compiled at submit, as the real engine does (a bad one is a ValidationError), over a
+byte vocabulary; the canned reply does not follow it.
 """
 
 from __future__ import annotations
@@ -118,8 +120,26 @@ class FakeStream:
         self.engine._aborted(self)
 
 
+class ByteVocab:
+    """The fake's tokenizer as the grammar compiler reads it: id = byte + 3, EOS = 2."""
+
+    n_vocab, bos_id, eos_id, eog_ids = 259, BOS, 2, frozenset({2})
+
+    def token_bytes(self, i: int) -> bytes:
+        return bytes([i - 3]) if i >= 3 else b"<s%d>" % i
+
+    def special_ids(self) -> list[int]:
+        return [0, 1, 2]
+
+    def encode(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        return [b + 3 for b in text.encode("utf-8")]
+
+
 class FakeEngine:
     def __init__(self, llm: "FakeLLM", parallel: int = 2, max_queue: int = 4):
+        from lanner.engine.grammar import GrammarCompiler
+
+        self.grammar = GrammarCompiler(ByteVocab(), ByteVocab.n_vocab)
         self.llm = llm
         self.parallel, self.max_queue = parallel, max_queue
         self.delay_s = 0.0
@@ -147,6 +167,8 @@ class FakeEngine:
             raise ValidationError("max_tokens", f"must be >= 1, got {req.max_tokens!r}")
         if len(req.prompt_tokens) + req.max_tokens > self.llm.n_ctx:
             raise ContextOverflowError(len(req.prompt_tokens), req.max_tokens, self.llm.n_ctx)
+        if req.grammar is not None:
+            self.grammar.compile(req.grammar)
         with self._lock:
             if self.overloaded or len(self.active) >= self.parallel + self.max_queue:
                 raise OverloadedError(f"{len(self.active)} requests in flight")

@@ -193,7 +193,11 @@ def test_ollama_logprobs_and_format_json(fx):
     assert json.loads(r.json["response"]) == {"a": 1}
     lines = [json.loads(l) for l in c.simulate_post(
         "/api/generate", json={"prompt": "x", "format": {"type": "object", "required": ["a"]}}).text.splitlines()]
-    assert json.loads(lines[0]["response"]) == {"a": 1} and lines[-1]["done"]
+    # JSON mode streams piece by piece (the grammar makes it valid; nothing is buffered)
+    assert len(lines) == 3 and lines[-1]["done"]
+    assert json.loads("".join(l["response"] for l in lines)) == {"a": 1}
+    assert llm.engine.submitted[-1].grammar.kind == "json_schema"
+    # a backend whose output is not JSON (the fake does not follow the grammar): the last check
     llm.reply = "not json"
     r = c.simulate_post("/api/generate", json={"prompt": "x", "format": "json", "stream": False})
     assert r.status_code == 422 and "not valid JSON" in r.json["error"]

@@ -351,13 +351,15 @@ def test_openai_json_schema(srv):
     assert r.status_code == 200
     assert json.loads(r.json()["choices"][0]["message"]["content"]) == \
         {"city": "Paris", "country": "France", "confidence": None}
-    # output that fails the schema: 422; a malformed schema: 400
+    # a schema no output can satisfy is refused before anything runs (400 naming it); so is a
+    # malformed response_format
     bad = json.loads(json.dumps(SCHEMA))
     bad["json_schema"]["schema"]["required"].append("population")
     r = requests.post(f"{url}/v1/chat/completions", json={
         "model": FILE, "response_format": bad,
         "messages": [{"role": "user", "content": "Extract the city and country from: Paris, France."}]})
-    assert r.status_code == 422 and "population" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "population" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "response_format.json_schema.schema"
     r = requests.post(f"{url}/v1/chat/completions", json={
         "model": FILE, "response_format": {"type": "json_schema", "json_schema": "nope"},
         "messages": [{"role": "user", "content": "x"}]})

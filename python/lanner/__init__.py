@@ -11,6 +11,10 @@ def __getattr__(name):  # lazy: importing lanner must not load the native core
         from .llm import LLM
 
         return LLM
+    if name == "Grammar":
+        from .types import Grammar
+
+        return Grammar
     if name == "Completion":
         from .llm import Completion
 

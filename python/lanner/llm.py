@@ -22,7 +22,8 @@ from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
 from .text.tokenizer import Tokenizer
-from .types import FinishEvent, FinishReason, GenerateRequest, SamplingParams, Timings, Usage
+from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, SamplingParams, Timings,
+                    Usage)
 
 # general.file_type -> the name people know the quantization by
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
@@ -173,11 +174,11 @@ class LLM:
     # ---- generation ---------------------------------------------------------------------------
 
     def _request(self, prompt_tokens: list[int], max_tokens: int, stop, ignore_eos: bool,
-                 sampling: dict[str, Any]) -> GenerateRequest:
+                 sampling: dict[str, Any], grammar: Optional[Grammar] = None) -> GenerateRequest:
         params = SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return GenerateRequest(prompt_tokens=prompt_tokens, max_tokens=int(max_tokens),
-                               sampling=params, stop=stops, ignore_eos=ignore_eos)
+                               sampling=params, stop=stops, ignore_eos=ignore_eos, grammar=grammar)
 
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256, *,
                  temperature: Optional[float] = None, top_k: Optional[int] = None,
@@ -186,10 +187,13 @@ class LLM:
                  frequency_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: Union[str, Sequence[str], None] = None, ignore_eos: bool = False,
                  logprobs: Optional[int] = None, parse_special: bool = True,
+                 grammar: Optional[Grammar] = None,
                  stream: bool = False) -> Union[Completion, Iterator[CompletionChunk]]:
         """Continue `prompt`. A str is tokenized (BOS added if the model wants it, special tokens
         written as text are parsed unless parse_special=False); a list of ids is used as given.
-        Sampling options default to SamplingParams' defaults; temperature=0 is greedy."""
+        Sampling options default to SamplingParams' defaults; temperature=0 is greedy.
+        grammar: constrain the output, e.g. Grammar.json_schema({...}); one that does not compile
+        raises lanner.types.ValidationError before anything runs."""
         if isinstance(prompt, str):
             ids = self.tokenize(prompt, add_special=True, parse_special=parse_special)
         else:
@@ -197,7 +201,7 @@ class LLM:
         req = self._request(ids, max_tokens, stop, ignore_eos, dict(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
             repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty, seed=seed, logprobs=logprobs))
+            frequency_penalty=frequency_penalty, seed=seed, logprobs=logprobs), grammar)
         return self._stream(req) if stream else self._collect(req)
 
     def chat(self, messages: Sequence[dict], max_tokens: int = 256, *, tools: Optional[list] = None,
@@ -231,6 +235,11 @@ class LLM:
             stream.close()  # a consumer that stops early aborts the request
 
     # ---- lifetime -----------------------------------------------------------------------------
+
+    def warm_grammar(self) -> None:
+        """Build the grammar compiler's view of the vocabulary now (the server does this while
+        loading, so the first structured request is not the one that waits for it)."""
+        self.engine.grammar.warm()
 
     def close(self) -> None:
         self.engine.close()

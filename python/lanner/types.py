@@ -1,7 +1,8 @@
 """Typed records passed between the dialect adapters, the engine and the sampler.
 
-Owns: SamplingParams (the one place sampling defaults live, with validation), GenerateRequest,
-TokenEvent, FinishEvent, Usage, Timings, FinishReason and the engine's typed errors.
+Owns: SamplingParams (the one place sampling defaults live, with validation), Grammar (a
+constraint on the output, as source text), GenerateRequest, TokenEvent, FinishEvent, Usage,
+Timings, FinishReason and the engine's typed errors.
 Must not: hold JSON, HTTP objects or native handles. Adapters build these; the engine reads them.
 """
 
@@ -111,6 +112,43 @@ class SamplingParams:
         return self
 
 
+GRAMMAR_KINDS = ("json_schema", "lark", "regex")
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What the generated text must match, compiled per request by the engine (llguidance).
+
+    kind: "json_schema" (source = the schema as JSON text), "lark" (a Lark grammar) or "regex".
+    strict: for json_schema, a keyword the compiler does not implement is an error (False: the
+    keyword is ignored, i.e. not enforced). A grammar that does not compile is a ValidationError
+    at Engine.submit, field "grammar".
+    """
+
+    kind: str
+    source: str
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in GRAMMAR_KINDS:
+            raise ValidationError("grammar", f"kind must be one of {GRAMMAR_KINDS}, got {self.kind!r}")
+        if not isinstance(self.source, str) or not self.source:
+            raise ValidationError("grammar", "source must be a non-empty string")
+
+    @classmethod
+    def json_schema(cls, schema, strict: bool = True) -> "Grammar":
+        """From a JSON Schema (a dict, or its JSON text). {"type": "object"} = any JSON object."""
+        import json
+
+        try:
+            text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
+        except RecursionError:
+            raise ValidationError("grammar", "the schema nests too deeply to encode") from None
+        except (TypeError, ValueError) as e:
+            raise ValidationError("grammar", f"the schema is not JSON: {e}") from None
+        return cls("json_schema", text, strict)
+
+
 class FinishReason(str, Enum):
     STOP = "stop"            # end-of-generation token or a stop string
     LENGTH = "length"        # max_tokens reached (or the context is full)
@@ -128,6 +166,7 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)  # stop strings; never emitted
     ignore_eos: bool = False
     session_id: Optional[str] = None  # optional explicit session pin (Gemini sessionId)
+    grammar: Optional[Grammar] = None  # constrain the output token by token (None = free text)
     id: Optional[str] = None          # set by the engine at submit if None
 
 

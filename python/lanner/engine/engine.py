@@ -4,7 +4,9 @@ Owns: the context (only the model thread touches it), the bounded wait queue, th
 the prefix cache and the stats. submit / abort / stats / close may be called from any thread.
 A step: apply aborts, admit waiting requests (prefix-cache match), build ONE batch (a decode token
 per generating slot + prompt chunks within the step budget), decode, then sample + detokenize each
-logits row and emit events. Must not: parse dialects, template or tokenize text (ids arrive ready).
+logits row and emit events. A request with a grammar is compiled at submit (a bad one is refused
+before it is queued); its mask limits each draw. Must not: parse dialects, template or tokenize
+text (ids arrive ready).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .grammar import GrammarCompiler
 from .prefix_cache import PrefixCache
 from .request_stream import RequestStream
 from .scheduler import build_step
@@ -49,6 +52,7 @@ class _Waiting:
     req: GenerateRequest
     stream: RequestStream
     t_submit: int  # ns
+    grammar: Any = None  # GrammarMatcher compiled at submit, or None
 
 
 def _default_sampler(params):
@@ -109,6 +113,7 @@ class Engine:
         self._new_sampler = sampler_factory or _default_sampler
         self._new_detok = detokenizer_factory or _default_detokenizer
         self._cache = PrefixCache(context, n_seq)
+        self.grammar = GrammarCompiler(tokenizer, n_vocab or getattr(tokenizer, "n_vocab", 0))
 
         # shared with other threads, guarded by _cond
         self._cond = threading.Condition(threading.Lock())
@@ -131,8 +136,8 @@ class Engine:
     def submit(self, req: GenerateRequest) -> RequestStream:
         """Queue `req`; returns its stream at once. Raises OverloadedError (queue full),
         ContextOverflowError (prompt + max_tokens > n_ctx), ValidationError (empty prompt, ids
-        outside the vocabulary: the one check of prompt ids), ValueError (max_tokens < 0, id reuse).
-        req.sampling was validated when it was built."""
+        outside the vocabulary: the one check of prompt ids; a grammar that does not compile),
+        ValueError (max_tokens < 0, id reuse). req.sampling was validated when it was built."""
         prompt = req.prompt_tokens
         if len(prompt) == 0:
             raise ValidationError("prompt", "must not be empty")
@@ -142,10 +147,11 @@ class Engine:
             raise ValidationError("prompt", f"token ids must be in [0, {self._n_vocab}) (the vocabulary)")
         if len(prompt) + req.max_tokens > self.n_ctx:
             raise ContextOverflowError(len(prompt), req.max_tokens, self.n_ctx)
+        matcher = self.grammar.compile(req.grammar) if req.grammar is not None else None
         if req.id is None:
             req.id = uuid.uuid4().hex
         stream = RequestStream(req.id, self.abort)
-        w = _Waiting(req, stream, self._now())
+        w = _Waiting(req, stream, self._now(), matcher)
         with self._cond:
             if self._closing:
                 raise EngineClosedError("engine is closed")
@@ -194,6 +200,7 @@ class Engine:
             self._cond.notify()
         if self._thread is not threading.current_thread():
             self._thread.join()
+        self.grammar.close()
 
     def __enter__(self) -> "Engine":
         return self
@@ -282,7 +289,7 @@ class Engine:
         detok = self._new_detok(self._tok, list(req.stop))
         a = self._cache.acquire(req.prompt_tokens, req.session_id)
         return Slot(req=req, stream=w.stream, entry=a.entry, n_prompt=len(req.prompt_tokens),
-                    n_cached=a.n_cached, sampler=sampler, detok=detok,
+                    n_cached=a.n_cached, sampler=sampler, detok=detok, grammar=w.grammar,
                     t_submit=w.t_submit, t_start=self._now())
 
     def _budget(self) -> int:
@@ -387,7 +394,10 @@ class Engine:
         req = slot.req
         n_lp = req.sampling.logprobs
         try:
-            tok = int(slot.sampler.sample(logits, slot.entry.tokens))  # restores what it touches
+            if slot.grammar is None:
+                tok = int(slot.sampler.sample(logits, slot.entry.tokens))  # restores what it touches
+            else:  # only the tokens the grammar allows next (a masked copy of the row)
+                tok = int(slot.sampler.sample(logits, slot.entry.tokens, slot.grammar.allowed_ids()))
             lp = top = None
             if n_lp is not None:
                 lp, pairs = slot.sampler.logprobs(logits, tok, n_lp)
@@ -411,8 +421,23 @@ class Engine:
         slot.stream._put(TokenEvent(tok, text, lp, top))
         if slot.detok.stopped:
             self._finish(slot, FinishReason.STOP)
+        elif slot.grammar is not None and not self._grammar_step(slot, tok):
+            return  # the grammar is complete (or failed): finished
         elif slot.n_gen >= req.max_tokens or len(slot.entry.tokens) >= self.n_ctx:
             self._finish(slot, FinishReason.LENGTH)
+
+    def _grammar_step(self, slot: Slot, tok: int) -> bool:
+        """Advance the slot's grammar by `tok`; finish the slot when nothing but end-of-generation
+        can follow (STOP) or the grammar failed (ERROR). True = go on (next mask started)."""
+        g = slot.grammar
+        if not g.consume(tok):
+            self._finish(slot, FinishReason.ERROR, f"grammar: {g.error or 'token rejected'}")
+            return False
+        if g.done:
+            self._finish(slot, FinishReason.STOP)
+            return False
+        g.prefetch()  # computed on the grammar worker while the next step decodes
+        return True
 
     def _piece(self, token_id: int) -> str:
         return self._tok.token_bytes(token_id).decode("utf-8", errors="replace")

@@ -3,7 +3,8 @@
 Owns: the request's sampling pipeline - logit_bias, repeat penalty (llama.cpp semantics),
 presence/frequency penalties (OpenAI semantics), then greedy argmax at temperature 0, else
 top_k -> top_p -> min_p -> temperature -> a draw from the Sampler's own seeded numpy Generator
-(same seed + same logits = same tokens) - and logprobs of the raw logits. Must not: sort or
+(same seed + same logits = same tokens) - and logprobs of the raw logits. A grammar's mask
+(`allowed` ids) is applied first: every other token is -inf before bias, penalties and filters. Must not: sort or
 exponentiate the whole vocabulary when a filter bounds the candidates (262k rows, every token).
 """
 
@@ -86,13 +87,17 @@ class Sampler:
 
     # ---- sampling -------------------------------------------------------------------------------
 
-    def sample(self, logits: np.ndarray, prev_tokens: Sequence[int] = ()) -> int:
+    def sample(self, logits: np.ndarray, prev_tokens: Sequence[int] = (),
+               allowed: Optional[np.ndarray] = None) -> int:
         """Next token id from `logits` (n_vocab,); prev_tokens: the sequence so far (prompt +
-        generated), of which the last repeat_last_n feed the penalties (-1: all, 0: none)."""
+        generated), of which the last repeat_last_n feed the penalties (-1: all, 0: none).
+        allowed: the only token ids that may be drawn (a grammar's mask), or None for all."""
         logits = np.asarray(logits)
         if logits.ndim != 1:
             raise ValueError(f"logits must be one row (n_vocab,), got shape {logits.shape}")
-        if logits.dtype != np.float32 or not logits.flags.writeable:
+        if allowed is not None:
+            logits = _masked(logits, allowed)  # a private copy
+        elif logits.dtype != np.float32 or not logits.flags.writeable:
             logits = logits.astype(np.float32)  # a private copy: no restore needed
         ids, vals = self._adjusted(logits, prev_tokens)
         saved = logits[ids] if ids.size else None
@@ -179,6 +184,18 @@ class Sampler:
             return lp, []
         top, vals = _top_k(l, n, m)
         return lp, [(int(t), float(v) - lse) for t, v in zip(top, vals)]
+
+
+def _masked(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """A float32 copy of `logits` (n_vocab,) that is -inf outside `allowed` (token ids)."""
+    allowed = np.asarray(allowed, dtype=np.int64)
+    if allowed.size == 0:
+        raise ValueError("the grammar allows no token here")
+    if int(allowed.max()) >= logits.shape[0] or int(allowed.min()) < 0:
+        raise ValueError(f"allowed token ids must be in [0, {logits.shape[0]})")
+    out = np.full(logits.shape[0], -np.inf, dtype=np.float32)
+    out[allowed] = logits[allowed]
+    return out
 
 
 # ---- selection helpers (candidates always sorted by descending logit, then ascending id) --------

@@ -1,7 +1,7 @@
 """Slot: one running request bound to one KV sequence id.
 
 Owns: the per-request state the model thread advances each step: the SeqEntry (tokens and
-committed cells), prefill progress, the request's Sampler and Detokenizer, counters and
+committed cells), prefill progress, the request's Sampler, Detokenizer and grammar matcher, counters and
 timestamps (ns). The prompt is entry.tokens[:n_prompt]; generated ids follow it.
 Must not: call the native context or emit events (the engine does both).
 """
@@ -27,6 +27,7 @@ class Slot:
     detok: Any          # lanner.text.detokenizer.Detokenizer
     t_submit: int       # ns, monotonic
     t_start: int        # ns, admitted (first scheduled)
+    grammar: Any = None  # lanner.engine.grammar.GrammarMatcher, or None (free text)
     t_first: int = 0    # ns, first token sampled (0 = not yet)
     n_gen: int = 0      # generated tokens emitted as TokenEvents
 

@@ -73,6 +73,9 @@ class ServerContext:
             log.exception("loading the model failed")
             self._load_error = f"{type(e).__name__}: {e}"
             return
+        warm = getattr(backend, "warm_grammar", None)
+        if warm is not None:  # llguidance's view of the vocabulary, before the first schema
+            warm()
         self._backend = backend
         log.info("model %s loaded in %.1f s (%s)", self.model_name,
                  time.perf_counter() - t0, backend.model_path)

@@ -3,8 +3,9 @@
 Owns: Piece (a content or thinking delta, with the tokens whose logprobs it carries), Ending
 (how a stream ends: the text released at the end, tool calls, the finish), Reply (a whole
 generation, post-processed as the request asked), the finish reason, a token's logprob text,
-and `stream`: the one driver that routes text, holds back tags, buffers JSON mode until it is
-validated, and turns engine failures into the dialect's terminal error event.
+and `stream`: the one driver that routes text, holds back tags, and turns engine failures into
+the dialect's terminal error event. JSON mode streams token by token like text: the engine's
+grammar makes the output valid as it is generated.
 Must not: build any dialect's JSON; an adapter's StreamRenderer turns parts into bytes.
 """
 
@@ -17,7 +18,7 @@ from ..text.output_hermes import TextRouter, split_thinking, split_tool_calls
 from ..types import FinishEvent, FinishReason, TokenEvent
 from .errors import ApiError, engine_error
 from .request import Call
-from .streaming import Collected, gather
+from .streaming import Collected
 from .structured import check_output
 
 
@@ -72,8 +73,9 @@ def token_text(ev: TokenEvent) -> str:
 
 
 def whole_reply(call: Call, out: Collected) -> Reply:
-    """Post-process a finished generation; ApiError 500 (the engine failed it) or 422 (JSON mode
-    and the output is not the JSON asked for)."""
+    """Post-process a finished generation; ApiError 500 (the engine failed it) or 422 (JSON mode,
+    the generation ended on its own - not at max_tokens - and the output is not the JSON asked
+    for: under the grammar, only when a stop string cut it short)."""
     ev = out.finish
     if ev.reason is FinishReason.ERROR:
         raise engine_error(ev)
@@ -81,7 +83,7 @@ def whole_reply(call: Call, out: Collected) -> Reply:
     calls: list[dict] = []
     if call.tools:
         text, calls = split_tool_calls(text)
-    if call.json is not None:
+    if call.json is not None and ev.reason is FinishReason.STOP:
         text = check_output(text, call.json)
     return Reply(thinking, text, calls, out.tokens, ev)
 
@@ -110,20 +112,7 @@ class StreamRenderer:
 
 
 def stream(call: Call, events: Iterable, r: StreamRenderer) -> Iterator[bytes]:
-    """Bytes of a streamed reply. JSON mode is buffered: the whole reply is validated first,
-    then sent as one ending (or the error alone)."""
-    if call.json is not None:
-        try:
-            reply = whole_reply(call, gather(events))
-        except ApiError as e:
-            yield from r.error(e)
-        else:
-            pieces = [Piece("thinking", reply.thinking)] if reply.thinking else []
-            pieces.append(Piece("content", reply.text, reply.tokens if call.logprobs else []))
-            yield from r.head()
-            yield from r.end(Ending(reply.finish, pieces, reply.tool_calls))
-        yield from r.done()
-        return
+    """Bytes of a streamed reply, a part as soon as the router releases it."""
     router = TextRouter(think=call.think, tools=call.tools)
     yield from r.head()
     for ev in events:

@@ -205,6 +205,8 @@ class Call:
     think: bool = False             # split <think>...</think> into a separate field
     tools: bool = False             # parse <tool_call> blocks into structured calls
     json: Optional[JsonFormat] = None  # JSON mode: the reply must be JSON (matching a schema)
+    grammar_param: Optional[str] = None  # the field whose schema became request.grammar (a 400
+                                         # for a grammar the engine refuses names it)
     logprobs: bool = False          # render per-token logprobs
     prompt_param: str = "messages"  # the field a context overflow is blamed on
     options: dict = field(default_factory=dict)  # the dialect's own rendering switches

@@ -13,7 +13,7 @@ from typing import Callable
 
 import falcon
 
-from ..types import ContextOverflowError
+from ..types import ContextOverflowError, ValidationError
 from .adapters import gemini, ollama, openai, webui
 from .context import ServerContext
 from .dialect import is_google_client
@@ -22,14 +22,15 @@ from .reply import whole_reply
 from .request import Call
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
-MAX_JSON_DEPTH = 100  # nesting levels of a request body (objects and arrays)
+MAX_JSON_DEPTH = 100  # nesting levels of a request body (objects and arrays; a schema may use 64)
 SSE = "text/event-stream; charset=utf-8"  # SSE is UTF-8; say so for clients that default text/* to latin-1
 NDJSON = "application/x-ndjson; charset=utf-8"
 
 
 def read_json(req: falcon.Request, ctx: ServerContext):
     """The body as JSON: 413 over --max-body (by its declared length, or as read; a chunked
-    body is read from the server's de-chunking stream), 400 if empty or malformed."""
+    body is read from the server's de-chunking stream), 400 if empty, malformed or nested deeper
+    than MAX_JSON_DEPTH (never a RecursionError)."""
     limit = ctx.settings.max_body_bytes
     if req.content_length is not None and req.content_length > limit:
         raise ApiError(413, f"request body is {req.content_length} bytes; the limit is {limit} bytes")
@@ -78,6 +79,12 @@ def run_call(req: falcon.Request, resp: falcon.Response, ctx: ServerContext, cal
         rs = ctx.submit(call.request, dialect)
     except ContextOverflowError as e:
         raise from_exception(e, call.prompt_param) from None
+    except ValidationError as e:
+        if e.field != "grammar" or call.grammar_param is None:
+            raise
+        param = call.grammar_param  # the schema the dialect's field gave: rejected before queueing
+        raise ApiError(400, f"{param}: the schema cannot be used: {str(e).split(': ', 1)[-1]}",
+                       param=param, code="invalid_schema") from None
     events = TrackedEvents(rs, on_finish=ctx.metrics.finish)
 
     def client_gone() -> None:

@@ -1,24 +1,42 @@
-"""Structured output (JSON mode, JSON schema) by instruction and validation.
+"""Structured output (JSON mode, JSON schema): the grammar that guarantees it, the instruction
+that helps a small model fill it sensibly, and the last check of a finished reply.
 
-Owns: JsonFormat (JSON mode on, with an optional schema and the request field that asked for
-it), the instruction added to the system message, a small JSON-Schema check, and the check of a
-finished reply (422 naming the field when the output is not the JSON asked for).
+Owns: JsonFormat (JSON mode on, with an optional schema, the request field that asked for it,
+and whether unsupported schema keywords are an error), its Grammar (the engine constrains every
+token with it: output is valid by construction), Gemini's OpenAPI Schema -> JSON Schema, the
+instruction added to the system message, and check_output: a finished reply is still parsed;
+only text cut short by a stop string can fail it (422). Keywords llguidance does not implement
+are a 400 with strict schemas and are ignored (not enforced) otherwise.
 Must not: know a dialect beyond the field path it is handed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import ApiError
+from ..engine.grammar import JSON_STYLE
+from ..types import Grammar
+from .errors import ApiError, bad_request
+
+ANY_OBJECT = {"type": "object"}  # JSON mode without a schema: any JSON object
 
 
 @dataclass(frozen=True)
 class JsonFormat:
     schema: Optional[dict] = None   # None = any JSON object
-    param: str = "response_format"  # the request field that asked for JSON (named in a 422)
+    param: str = "response_format"  # the request field that asked for JSON (named in a 400/422)
+    strict: bool = True             # unsupported schema keywords: 400 (False: ignored)
+
+    @property
+    def grammar(self) -> Grammar:
+        return Grammar.json_schema(ANY_OBJECT if self.schema is None else self.schema, self.strict)
+
+
+def grammar_of(fmt: Optional[JsonFormat]) -> Optional[Grammar]:
+    return None if fmt is None else fmt.grammar
 
 
 def instruction(fmt: JsonFormat) -> str:
@@ -38,6 +56,102 @@ def with_instruction(messages: list[dict], fmt: JsonFormat) -> list[dict]:
         return [first] + messages[1:]
     return [{"role": "system", "content": text}] + messages
 
+
+# ---- a forced tool call (OpenAI tool_choice "required" or a named function) ----
+
+def tool_call_grammar(tools: list, names: Optional[list[str]], path: str) -> Grammar:
+    """The reply is one `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block (the
+    Hermes format the output parser reads) calling one of `names` (None = any of `tools`) with
+    arguments that satisfy its parameters schema."""
+    by_name: dict[str, Any] = {}
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad_request(f"{path}[{i}].function", "must be an object with a name")
+        params = fn.get("parameters", {"type": "object"})
+        if not isinstance(params, (dict, bool)):
+            raise bad_request(f"{path}[{i}].function.parameters", "must be a JSON Schema object")
+        by_name[fn["name"]] = params
+    for n in names or ():
+        if n not in by_name:
+            raise bad_request("tool_choice", f"names no tool of the request: {n!r}")
+    calls = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
+              "required": ["name", "arguments"], "additionalProperties": False}
+             for n in (names or list(by_name))]
+    schema = json.dumps({"anyOf": calls, "x-guidance": JSON_STYLE}, separators=(",", ":"))
+    return Grammar("lark", 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + schema)
+
+
+# ---- Gemini's Schema (an OpenAPI 3.0 subset) -> JSON Schema ----
+
+_GEMINI_TYPES = {"STRING": "string", "NUMBER": "number", "INTEGER": "integer", "BOOLEAN": "boolean",
+                 "ARRAY": "array", "OBJECT": "object", "NULL": "null"}
+_GEMINI_COUNTS = ("minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength")
+_GEMINI_KEEP = ("title", "description", "enum", "pattern", "minimum", "maximum", "default")
+_STRING_FORMATS = {"date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6",
+                   "uri", "uuid"}  # others (int32, int64, float, double, enum) only describe
+
+
+def from_gemini_schema(schema: Any, path: str) -> dict:
+    """A Gemini Schema object (uppercase types, nullable, propertyOrdering, counts as strings;
+    field names in camelCase or snake_case) as JSON Schema; an object with properties has no
+    others (Gemini's meaning). 400 naming the field for what is not a Schema field."""
+    if not isinstance(schema, dict):
+        raise bad_request(path, "must be a Schema object")
+    schema = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in schema.items()}
+    out: dict = {}
+    for key, v in schema.items():
+        p = f"{path}.{key}"
+        if key == "type":
+            t = _GEMINI_TYPES.get(str(v).upper()) if isinstance(v, str) else None
+            if t is None and v != "TYPE_UNSPECIFIED":
+                raise bad_request(p, f"must be one of {sorted(_GEMINI_TYPES)}, got {v!r}")
+            if t is not None:
+                out["type"] = t
+        elif key in _GEMINI_COUNTS:
+            if isinstance(v, str) and v.isdigit():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad_request(p, f"must be a non-negative integer, got {v!r}")
+            out[key] = v
+        elif key == "properties":
+            if not isinstance(v, dict):
+                raise bad_request(p, "must be an object of Schemas")
+            out[key] = {k: from_gemini_schema(s, f"{p}.{k}") for k, s in v.items()}
+        elif key == "items":
+            out[key] = from_gemini_schema(v, p)
+        elif key == "anyOf":
+            if not isinstance(v, list):
+                raise bad_request(p, "must be an array of Schemas")
+            out[key] = [from_gemini_schema(s, f"{p}[{i}]") for i, s in enumerate(v)]
+        elif key == "required":
+            if not isinstance(v, list) or not all(isinstance(k, str) for k in v):
+                raise bad_request(p, "must be an array of property names")
+            out[key] = list(v)
+        elif key == "format":
+            if v in _STRING_FORMATS:
+                out[key] = v
+        elif key in _GEMINI_KEEP:
+            out[key] = v
+        elif key not in ("nullable", "propertyOrdering", "example"):
+            raise bad_request(p, "is not a field of Schema")
+    order = schema.get("propertyOrdering")
+    if isinstance(order, list) and isinstance(out.get("properties"), dict):
+        props = out["properties"]
+        out["properties"] = {**{k: props[k] for k in order if k in props}, **props}
+    if "properties" in out:  # Gemini answers with the declared properties only
+        out["additionalProperties"] = False
+    if schema.get("nullable") is True:
+        if "enum" in out:
+            out["enum"] = list(out["enum"]) + [None]
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        elif "anyOf" in out:
+            out["anyOf"] = out["anyOf"] + [{"type": "null"}]
+    return out
+
+
+# ---- the finished reply ----
 
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
@@ -86,13 +200,16 @@ def schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
 
 def check_output(text: str, fmt: JsonFormat) -> str:
     """The model's JSON reply (code fences stripped); ApiError 422 if it is not valid JSON or
-    does not satisfy the schema."""
+    does not satisfy the schema. Under the grammar this fails only for a reply a stop string
+    cut short (or a backend that does not constrain its output)."""
     s = text.strip()
     if s.startswith("```"):
         s = s.split("\n", 1)[1] if "\n" in s else ""
         s = s.rsplit("```", 1)[0].strip()
     try:
         value = json.loads(s)
+    except RecursionError:  # JSON nested past Python's parser: the grammar made it, it is valid
+        return s
     except ValueError as e:
         raise ApiError(422, f"the model's output is not valid JSON ({e})",
                        param=fmt.param, code="invalid_model_output") from None

@@ -11,17 +11,18 @@ Must not: submit to the engine or touch HTTP objects (routes.py does both).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Iterator, Optional
 
-from ...types import FinishEvent, FinishReason, GenerateRequest, SamplingParams
+from ...types import FinishEvent, FinishReason, GenerateRequest, Grammar, SamplingParams
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
                        opt_number, opt_seed, opt_stop, opt_str, require_object)
 from ..streaming import SSE_DONE, sse
-from ..structured import JsonFormat
+from ..structured import JsonFormat, from_gemini_schema, grammar_of
 
 ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
 
@@ -89,7 +90,7 @@ def _messages(body: dict) -> list[dict]:
 
 
 def _config(body: dict, base: SamplingParams):
-    """(SamplingParams, maxOutputTokens or None, stop, JsonFormat or None)."""
+    """(SamplingParams, maxOutputTokens or None, stop, JsonFormat or None, Grammar or None)."""
     cfg = _norm(body.get("generationConfig") or {})
     if not isinstance(cfg, dict):
         raise bad_request("generationConfig", "must be an object")
@@ -116,38 +117,54 @@ def _config(body: dict, base: SamplingParams):
     mime = opt_str(cfg, "responseMimeType", p("responseMimeType"), default="text/plain")
     if mime not in ("text/plain", "application/json", "text/x.enum"):
         raise bad_request(p("responseMimeType"), f"unsupported mime type {mime!r}")
-    schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
-    if schema is not None and not isinstance(schema, dict):
-        raise bad_request(p("responseSchema"), "must be an object")
-    fmt = None
-    if mime == "application/json":
-        fmt = JsonFormat(_lower_types(schema) if schema is not None else None,
-                         p("responseMimeType"))
-    return sampling, max_out, stop, fmt
+    if mime == "text/x.enum":
+        return sampling, max_out, stop, None, _enum_grammar(cfg, p)
+    fmt = _format(cfg, mime, p)
+    return sampling, max_out, stop, fmt, grammar_of(fmt)
 
 
-def _lower_types(schema):
-    """Gemini Schema objects spell types in capitals (STRING, OBJECT); JSON Schema does not."""
-    if isinstance(schema, dict):
-        return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v))
-                for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [_lower_types(v) for v in schema]
-    return schema
+def _enum_grammar(cfg: dict, p) -> Grammar:
+    """text/x.enum: the reply is exactly one of responseSchema.enum, as plain text."""
+    schema = cfg.get("responseSchema")
+    enum = schema.get("enum") if isinstance(schema, dict) else None
+    if not isinstance(enum, list) or not enum or not all(isinstance(e, str) and e for e in enum):
+        raise bad_request(p("responseSchema.enum"), "text/x.enum needs a non-empty array of strings")
+    return Grammar("lark", "start: " + " | ".join(json.dumps(e) for e in enum))
+
+
+def _format(cfg: dict, mime: str, p) -> Optional[JsonFormat]:
+    """JSON mode: responseJsonSchema (JSON Schema; keywords the grammar lacks are ignored) or
+    responseSchema (Gemini's OpenAPI subset, converted; every field known)."""
+    js, schema = cfg.get("responseJsonSchema"), cfg.get("responseSchema")
+    if js is not None and schema is not None:
+        raise bad_request(p("responseSchema"), "cannot be combined with responseJsonSchema")
+    if mime != "application/json":
+        if js is not None or schema is not None:
+            raise bad_request(p("responseMimeType"), "a response schema needs application/json")
+        return None
+    if js is not None:
+        if not isinstance(js, (dict, bool)):
+            raise bad_request(p("responseJsonSchema"), "must be a JSON Schema object")
+        return JsonFormat(js, p("responseJsonSchema"), strict=False)
+    if schema is not None:
+        return JsonFormat(from_gemini_schema(schema, p("responseSchema")), p("responseSchema"))
+    return JsonFormat(None, p("responseMimeType"))
 
 
 def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
     body = _norm(require_object(body))
     name = ctx.check_model(model)
-    sampling, max_out, stop, fmt = _config(body, ctx.settings.sampling_defaults("gemini"))
+    sampling, max_out, stop, fmt, grammar = _config(body, ctx.settings.sampling_defaults("gemini"))
     tokens = chat_prompt(ctx.backend, _messages(body), json=fmt, param="contents")
     session = opt_str(body, "sessionId", "sessionId")
     req = GenerateRequest(prompt_tokens=tokens, sampling=sampling, stop=stop,
                           max_tokens=completion_budget(max_out, len(tokens), ctx.n_ctx,
                                                        ctx.settings.max_tokens),
-                          session_id=session or None)
+                          session_id=session or None, grammar=grammar)
     return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
-                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse})
+                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse},
+                grammar_param=fmt.param if fmt is not None else
+                ("generationConfig.responseSchema" if grammar is not None else None))
 
 
 def parse_count_tokens(body, ctx, model: str) -> list[int]:

@@ -22,7 +22,7 @@ from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, comp
                        make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
                        opt_stop, opt_str, read_messages, require_object)
 from ..streaming import ndjson
-from ..structured import JsonFormat
+from ..structured import JsonFormat, grammar_of
 
 ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
 
@@ -71,7 +71,7 @@ def _format(body: dict) -> Optional[JsonFormat]:
     if fmt == "json":
         return JsonFormat(None, "format")
     if isinstance(fmt, dict):
-        return JsonFormat(fmt, "format")
+        return JsonFormat(fmt, "format", strict=False)  # like llama.cpp: unknown keywords ignored
     raise bad_request("format", f"must be \"json\" or a JSON schema object, got {fmt!r}")
 
 
@@ -113,9 +113,11 @@ class _Fields:
     def call(self, ctx, prompt: list[int], kind: str, tools: bool) -> Call:
         req = GenerateRequest(prompt_tokens=prompt, sampling=self.sampling, stop=self.stop,
                               max_tokens=completion_budget(self.requested, len(prompt), ctx.n_ctx,
-                                                           ctx.settings.max_tokens))
+                                                           ctx.settings.max_tokens),
+                              grammar=grammar_of(self.json))
         return Call(request=req, model=self.model, stream=self.stream, think=bool(self.think),
                     tools=tools, json=self.json, logprobs=self.sampling.logprobs is not None,
+                    grammar_param=self.json.param if self.json is not None else None,
                     prompt_param="prompt" if kind == "generate" else "messages",
                     options={"kind": kind})
 

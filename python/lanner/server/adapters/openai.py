@@ -21,7 +21,7 @@ from ..request import (Call, chat_prompt, check_prompt_chars, completion_budget,
                        opt_int, opt_list, opt_number, opt_seed, opt_stop, opt_str, read_messages,
                        require_object)
 from ..streaming import SSE_DONE, sse
-from ..structured import JsonFormat
+from ..structured import JsonFormat, grammar_of, tool_call_grammar
 
 FINGERPRINT = f"lanner-{__version__}"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -75,7 +75,8 @@ def _model(body: dict, ctx) -> str:
 
 def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dict,
           **fields) -> Call:
-    """The Call from the fields chat and completions share: n, stream, budget, stop."""
+    """The Call from the fields chat and completions share: n, stream, budget, stop, and the
+    grammar of fields['json'] (response_format)."""
     n = opt_int(body, "n", "n", default=1)
     if n != 1:
         raise bad_request("n", f"only n=1 is supported, got {n}")
@@ -85,9 +86,13 @@ def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dic
     max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", "max_tokens", 1)
+    fmt = fields.get("json")
+    grammar = fields.pop("grammar", None) or grammar_of(fmt)
     req = GenerateRequest(
         prompt_tokens=prompt, sampling=sampling, stop=opt_stop(body, "stop", "stop", max_n=4),
-        max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx, ctx.settings.max_tokens))
+        max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx, ctx.settings.max_tokens),
+        grammar=grammar)
+    fields.setdefault("grammar_param", fmt.param if fmt is not None else None)
     return Call(request=req, model=model, stream=opt_bool(body, "stream", "stream", default=False),
                 options={"include_usage": include_usage, **options}, **fields)
 
@@ -160,7 +165,8 @@ def _response_format(body: dict) -> Optional[JsonFormat]:
         js = rf.get("json_schema")
         if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
             raise bad_request("response_format.json_schema", "must be an object with a schema")
-        return JsonFormat(js.get("schema") or {}, "response_format")
+        strict = opt_bool(js, "strict", "response_format.json_schema.strict", default=False)
+        return JsonFormat(js.get("schema") or {}, "response_format.json_schema.schema", strict)
     raise bad_request("response_format.type", f"must be text, json_object or json_schema, got {kind!r}")
 
 
@@ -177,7 +183,8 @@ def parse_chat(body, ctx) -> Call:
         raise bad_request("messages", "must be a non-empty array of messages")
     messages = read_messages(raw, "messages", ROLES, _message)
     tools = opt_list(body, "tools", "tools")
-    if opt_str(body, "tool_choice", "tool_choice") == "none":
+    forced = _forced_tools(body, tools)
+    if body.get("tool_choice") == "none":
         tools = []
     fmt = _response_format(body)
     if fmt is not None and tools:
@@ -185,8 +192,27 @@ def parse_chat(body, ctx) -> Call:
     reasoning = opt_str(body, "reasoning_effort", "reasoning_effort")
     think = None if reasoning is None else reasoning not in ("none", "minimal")
     prompt = chat_prompt(ctx.backend, messages, tools=tools, think=think, json=fmt)
+    extra = {} if forced is None else {"grammar": forced, "grammar_param": "tools"}
     return _call(body, ctx, model, prompt, sampling, {}, think=True, tools=bool(tools), json=fmt,
-                 logprobs=logprobs_on, id="chatcmpl-" + uuid.uuid4().hex[:24])
+                 logprobs=logprobs_on, id="chatcmpl-" + uuid.uuid4().hex[:24], **extra)
+
+
+def _forced_tools(body: dict, tools: list):
+    """tool_choice: "none" / "auto" (None), or "required" / a named function: the Grammar that
+    makes the reply one call of an allowed tool with valid arguments."""
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto"):
+        return None
+    if choice == "required":
+        names = None
+    elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        names = [choice["function"]["name"]]
+    else:
+        raise bad_request("tool_choice", 'must be "none", "auto", "required" or '
+                                         '{"type": "function", "function": {"name": ...}}')
+    if not tools:
+        raise bad_request("tool_choice", "needs tools")
+    return tool_call_grammar(tools, names, "tools")
 
 
 def _prompt_tokens(body: dict, ctx) -> list[int]:
@@ -224,7 +250,7 @@ def parse_completion(body, ctx) -> Call:
         prompt = prompt[0]
     return _call(body, ctx, model, tokens, sampling,
                  {"echo": prompt if echo and isinstance(prompt, str) else ""},
-                 logprobs=lp is not None, prompt_param="prompt", id="cmpl-" + uuid.uuid4().hex[:24])
+                 json=_response_format(body), logprobs=lp is not None, prompt_param="prompt", id="cmpl-" + uuid.uuid4().hex[:24])
 
 
 # ---- render: shared pieces ----
