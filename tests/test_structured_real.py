@@ -68,12 +68,19 @@ def _collect(stream) -> tuple[str, str]:
     return reason, "".join(text)
 
 
+MAX_SAMPLED_CUT = 0.02  # share of sampled (T=1) outputs a small model may run past max_tokens
+
+
 def _check_all(entries: list[dict], results) -> None:
-    failures = []
+    """Every output that ended by itself is valid JSON matching its schema, exactly. A grammar
+    cannot make a model stop: a greedy output must end by itself too, but at T=1 SmolLM2 can
+    keep writing digits or extra properties until max_tokens; those cut outputs (a valid
+    prefix, finish 'length') are allowed up to MAX_SAMPLED_CUT of the sampled runs, and listed."""
+    failures, cut = [], []
     for name, sp, reason, text in results:
         where = f"{name} (T={sp.temperature}, seed={sp.seed})"
         if reason != "stop":
-            failures.append(f"{where}: finished {reason}: {text!r}")
+            (cut if sp.temperature > 0 else failures).append(f"{where}: finished {reason}: {text!r}")
             continue
         try:
             value = json.loads(text, parse_float=Decimal)
@@ -85,6 +92,10 @@ def _check_all(entries: list[dict], results) -> None:
         if errs:
             failures.append(f"{where}: {errs[:2]} in {text!r}")
     assert not failures, f"{len(failures)} of {len(results)} outputs failed:\n" + "\n".join(failures)
+    n_sampled = sum(1 for _, sp, _, _ in results if sp.temperature > 0)
+    if cut:
+        print(f"{len(cut)} of {n_sampled} sampled outputs ran to max_tokens:\n" + "\n".join(cut))
+    assert len(cut) <= MAX_SAMPLED_CUT * n_sampled, "\n".join(cut)
 
 
 def test_corpus_is_large_and_valid():
