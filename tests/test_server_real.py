@@ -6,7 +6,6 @@ Skipped where lanner.LLM or the native core is not built yet."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
