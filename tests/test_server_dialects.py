@@ -40,7 +40,19 @@ def test_defaults_per_dialect(fx):
         assert (s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.seed) == \
             (0.0, 0, 1.0, 0.0, 1.0, None)
         assert r.max_tokens == 200 and r.stop == []
-    assert (ge.sampling.temperature, ge.sampling.top_k, ge.max_tokens) == (1.0, 1, 200)
+    # Gemini's maxOutputTokens defaults to 8192, clamped to the context left (n_ctx 2048 here)
+    assert (ge.sampling.temperature, ge.sampling.top_k) == (1.0, 1)
+    assert ge.max_tokens == llm.n_ctx - len(ge.prompt_tokens) > 200
+
+
+def test_gemini_default_budget_is_8192_when_the_context_allows():
+    llm = FakeLLM(n_ctx=32768)
+    c = make_client(llm)
+    c.simulate_post(f"/v1beta/models/{MODEL}:generateContent", json={"contents": "hi"})
+    assert llm.engine.submitted[-1].max_tokens == 8192
+    c = make_client(llm, max_tokens=64)  # --max-tokens overrides every dialect
+    c.simulate_post(f"/v1beta/models/{MODEL}:generateContent", json={"contents": "hi"})
+    assert llm.engine.submitted[-1].max_tokens == 64
 
 
 SEEDED = {  # (path, body with a seed of `s` and sampling on) per dialect

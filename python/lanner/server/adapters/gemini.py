@@ -159,7 +159,7 @@ def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
     session = opt_str(body, "sessionId", "sessionId")
     req = GenerateRequest(prompt_tokens=tokens, sampling=sampling, stop=stop,
                           max_tokens=completion_budget(max_out, len(tokens), ctx.n_ctx,
-                                                       ctx.settings.max_tokens),
+                                                       ctx.settings.default_max_tokens("gemini")),
                           session_id=session or None, grammar=grammar)
     return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
                 stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse},
