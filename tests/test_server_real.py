@@ -116,6 +116,13 @@ def test_gemini_real_multi_turn_reuses_cache(real):
                                                       types.FinishReason.MAX_TOKENS)
 
 
+def test_models_reports_the_backend_in_use(real):
+    url, llm, _ = real
+    m = requests.get(url + "/api/models").json()
+    assert m["backend"] == m["loadedBackend"] == llm.backend_name  # 'cpu' on the pinned ggml
+    assert m["supportedBackends"][0] == llm.backend_name and "cpu" in m["supportedBackends"]
+
+
 def test_context_overflow_real(real):
     url, _, _ = real
     r = requests.post(url + "/v1/chat/completions", json={

@@ -159,7 +159,7 @@ def render_models(ctx, base: dict) -> dict:
     return {**base,
             "models": [f["file"]], "mmProjModels": [], "loadedModel": f["file"],
             "loadedMmProj": None, "loadedBackend": base["backend"],
-            "defaultBackend": base["backend"], "supportedBackends": [base["backend"]],
+            "defaultBackend": base["backend"], "supportedBackends": supported_backends(ctx),
             "hostedModelPath": f["path"], "hostedMmProjPath": None,
             "defaultMaxTokens": ctx.settings.max_tokens, "modelName": f["name"],
             "family": f["architecture"], "contextSize": f["n_ctx"],
@@ -197,7 +197,20 @@ def parse_load(body, ctx) -> Optional[int]:
 
 
 def backend_name(ctx) -> str:
-    return (ctx.backend.metadata or {}).get("device") or "ggml"
+    """The --backend name the model runs on ('cpu', 'cuda', 'metal'): LLM.backend_name."""
+    name = getattr(ctx.backend, "backend_name", None)
+    return name or (ctx.backend.metadata or {}).get("device") or "ggml"
+
+
+def supported_backends(ctx) -> list[str]:
+    """The backends this build has (ggml's registry), the one in use first."""
+    current = backend_name(ctx)
+    try:
+        from ...backends import available_backends
+        others = [b for b in available_backends() if b != current]
+    except Exception:  # a test double without the native core
+        others = []
+    return [current] + others
 
 
 def render_load(ctx) -> dict:
