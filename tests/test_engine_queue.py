@@ -3,13 +3,15 @@ max_queue=0 means "run now if a slot is free, else OverloadedError (503)", never
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 
 from fake_core import FakeContext, FakeDetokenizer, FakeModel, FakeSampler, FakeTokenizer
 from lanner.engine import Engine
-from lanner.types import FinishEvent, FinishReason, GenerateRequest, OverloadedError, SamplingParams
+from lanner.types import (FinishEvent, FinishReason, GenerateRequest, OverloadedError, QueuedEvent,
+                          SamplingParams, TokenEvent)
 
 N_VOCAB = 64
 
@@ -73,3 +75,52 @@ def test_max_queue_counts_only_requests_beyond_the_free_slots(gated_engine):
     assert eng2.stats().pending == 2
     ctx.open_gate()
     assert finish(a).reason == finish(b).reason == FinishReason.LENGTH
+
+
+# ---- queue positions (QueuedEvent, for requests that ask: the web UI's queue frames) ----
+
+def drain(stream) -> list:
+    """Every event up to and including the FinishEvent."""
+    events = []
+    while not events or not isinstance(events[-1], FinishEvent):
+        events.append(stream.get(timeout=10))
+        assert events[-1] is not None, "stream stalled"
+    return events
+
+
+def queued_events(stream, n: int) -> list[QueuedEvent]:
+    out = []
+    for _ in range(n):
+        ev = stream.get(timeout=10)
+        assert isinstance(ev, QueuedEvent), ev
+        out.append((ev.position, ev.pending))
+    return out
+
+
+def test_waiting_requests_that_ask_are_told_their_place_as_it_changes(gated_engine):
+    eng, ctx = gated_engine(n_parallel=1, max_queue=4)
+    a = eng.submit(req())
+    ctx.wait_started(1)
+    b = eng.submit(dataclasses.replace(req(), report_queue=True))
+    c = eng.submit(req())                                           # does not ask
+    d = eng.submit(dataclasses.replace(req(), report_queue=True))
+    assert queued_events(b, 1) == [(1, 1)]                          # first in line
+    assert queued_events(d, 1) == [(3, 3)]
+    eng.abort(b.id)                                                 # d moves up to 2
+    assert finish(b).reason == FinishReason.CANCELLED
+    assert queued_events(d, 1) == [(2, 2)]
+    ctx.open_gate()  # a ends, c runs (d -> 1 of 1), c ends, d runs
+    a_events, c_events, d_events = drain(a), drain(c), drain(d)
+    assert a_events[-1].reason == c_events[-1].reason == d_events[-1].reason == FinishReason.LENGTH
+    assert [(e.position, e.pending) for e in d_events if isinstance(e, QueuedEvent)] == [(1, 1)]
+    assert sum(isinstance(e, TokenEvent) for e in d_events) == 5    # then it generates as usual
+    assert not any(isinstance(e, QueuedEvent) for e in a_events + c_events)  # they did not ask
+
+
+def test_a_request_that_gets_a_free_slot_is_not_told_it_queues(gated_engine):
+    eng, ctx = gated_engine(n_parallel=2, max_queue=4)
+    a = eng.submit(dataclasses.replace(req(), report_queue=True))
+    ctx.open_gate()
+    first = a.get(timeout=10)
+    assert isinstance(first, TokenEvent), first
+    assert finish(a).reason == FinishReason.LENGTH

@@ -7,6 +7,7 @@ One browser for the module; screenshots go to a temp dir whose path is printed."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -223,6 +224,42 @@ def test_switch_rename_delete_and_reload(page, server, shots):
     assert page.locator(".conv").count() == n - 1
     assert victim_title not in page.locator(".conv .conv-name").all_inner_texts() or \
         titles.count(victim_title) > 1
+
+
+def sse_frames(resp):
+    """The JSON frames of a web UI SSE response, as they arrive."""
+    for line in resp.iter_lines():
+        if line.startswith(b"data: "):
+            yield json.loads(line[6:])
+
+
+def test_a_waiting_request_shows_its_place_in_the_queue(page, server, shots):
+    # fill both slots (--parallel 2) with long replies, then ask twice more: both wait
+    long = {"messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
+            "maxTokens": 1000, "temperature": 0}
+    busy = []
+    for i in range(2):
+        r = requests.post(server + "/api/chat", json={**long, "sessionId": f"bg-{i}"}, stream=True,
+                          timeout=60)
+        frames = sse_frames(r)
+        assert "token" in next(frames)  # it runs
+        busy.append((r, frames))  # keep the generator: collecting it would close the response
+    raw = requests.post(server + "/api/chat", json={**long, "maxTokens": 4, "sessionId": "q"},
+                        stream=True, timeout=60)
+    raw_frames = sse_frames(raw)
+    assert next(raw_frames) == {"queue": {"position": 1, "pending": 1}}
+    page.click("#newChat")
+    send(page, "Say hi.")
+    note = page.locator(".msg.assistant").last.locator(".queue-note")
+    note.wait_for(timeout=10_000)
+    assert note.inner_text().startswith("Queued: 2 of 2"), note.inner_text()
+    page.screenshot(path=str(shots / "queued.png"))
+    for r, _ in busy:  # the clients leave: their requests are aborted and the waiting ones run
+        r.close()
+    rest = list(raw_frames)
+    assert rest[-1]["done"] and rest[-1]["tokenCount"] > 0 and "queue" not in rest[-1]
+    wait_reply(page, 1)
+    assert page.locator(".queue-note").count() == 0  # gone once it ran
 
 
 def test_narrow_layout(browser, server, shots):

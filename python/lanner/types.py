@@ -167,6 +167,7 @@ class GenerateRequest:
     ignore_eos: bool = False
     session_id: Optional[str] = None  # optional explicit session pin (Gemini sessionId)
     grammar: Optional[Grammar] = None  # constrain the output token by token (None = free text)
+    report_queue: bool = False        # stream QueuedEvents while waiting for a slot
     id: Optional[str] = None          # set by the engine at submit if None
 
 
@@ -206,6 +207,17 @@ class TokenEvent:
     text: str
     logprob: Optional[float] = None
     top_logprobs: Optional[list[TokenLogprob]] = None
+
+
+@dataclass
+class QueuedEvent:
+    """The request waits for a slot: its 1-based place in the wait queue and how many wait in all.
+    Sent only to requests that asked (GenerateRequest.report_queue), when they start waiting and
+    each time their place changes; text is always "" (so text-joining consumers can ignore it)."""
+
+    position: int
+    pending: int
+    text: str = ""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from ..types import (
     GenerateRequest,
     KvCacheFullError,
     OverloadedError,
+    QueuedEvent,
     Timings,
     TokenEvent,
     TokenLogprob,
@@ -53,6 +54,7 @@ class _Waiting:
     stream: RequestStream
     t_submit: int  # ns
     grammar: Any = None  # GrammarMatcher compiled at submit, or None
+    reported: int = 0    # the queue position last sent as a QueuedEvent (0: none sent)
 
 
 def _default_sampler(params):
@@ -168,6 +170,8 @@ class Engine:
             self._waiting_by_id[req.id] = w
             self._stats.pending = len(self._waiting)
             self._stats.busy = True
+            if len(self._waiting) > free_slots:  # it will wait behind others or for a slot
+                self._report_queue()
             self._cond.notify()
         return stream
 
@@ -179,6 +183,7 @@ class Engine:
             if w is not None:
                 self._waiting.remove(w)
                 self._finish_waiting(w, FinishReason.CANCELLED)
+                self._report_queue()
                 return True
             if request_id in self._running_ids:
                 self._aborts.add(request_id)
@@ -264,6 +269,7 @@ class Engine:
                 del self._waiting_by_id[w.req.id]
                 self._running_ids.add(w.req.id)
                 self._stats.pending = len(self._waiting)
+                self._report_queue()
             try:
                 slot = self._start(w)
             except Exception as e:
@@ -274,6 +280,15 @@ class Engine:
             self._running.append(slot)
             with self._cond:
                 self._stats.running = len(self._running)
+
+    def _report_queue(self) -> None:
+        """QueuedEvent to each waiting request that asked for them and whose place changed since
+        it was last told (or that was never told); under self._cond. O(waiting) <= max_queue."""
+        n = len(self._waiting)
+        for i, w in enumerate(self._waiting):
+            if w.req.report_queue and w.reported != i + 1:
+                w.reported = i + 1
+                w.stream._put(QueuedEvent(i + 1, n))
 
     def _fits(self, req: GenerateRequest) -> bool:
         """Rough check that the uncached prompt fits next to the cells running slots still need."""

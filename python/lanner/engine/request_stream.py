@@ -1,7 +1,7 @@
 """RequestStream: the consumer's end of one submitted request.
 
-Owns: a thread-safe FIFO of events for one request: zero or more TokenEvents, then exactly one
-FinishEvent, after which iteration stops. `close()` asks the engine to abort (a no-op once finished).
+Owns: a thread-safe FIFO of events for one request: QueuedEvents while it waits (only if the
+request asked for them), zero or more TokenEvents, then exactly one FinishEvent, after which iteration stops. `close()` asks the engine to abort (a no-op once finished).
 Must not: touch the model or the engine's state; the model thread only calls `_put`.
 Iterate it from one consumer thread; `close()` may be called from any thread.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import queue
 from typing import Callable, Iterator, Optional, Union
 
-from ..types import FinishEvent, TokenEvent
+from ..types import FinishEvent, QueuedEvent, TokenEvent
 
-Event = Union[TokenEvent, FinishEvent]
+Event = Union[QueuedEvent, TokenEvent, FinishEvent]
 
 
 class RequestStream(Iterator[Event]):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from ..text.output_hermes import TextRouter, split_thinking, split_tool_calls
-from ..types import FinishEvent, FinishReason, TokenEvent
+from ..types import FinishEvent, FinishReason, QueuedEvent, TokenEvent
 from .errors import ApiError, engine_error
 from .request import Call
 from .streaming import Collected
@@ -98,6 +98,9 @@ class StreamRenderer:
     def head(self) -> Iterable[bytes]:  # before any piece
         return ()
 
+    def queued(self, q: QueuedEvent) -> Iterable[bytes]:  # still waiting for a slot (web UI)
+        return ()
+
     def piece(self, p: Piece) -> Iterable[bytes]:  # a delta
         raise NotImplementedError
 
@@ -116,6 +119,9 @@ def stream(call: Call, events: Iterable, r: StreamRenderer) -> Iterator[bytes]:
     router = TextRouter(think=call.think, tools=call.tools)
     yield from r.head()
     for ev in events:
+        if isinstance(ev, QueuedEvent):
+            yield from r.queued(ev)
+            continue
         if isinstance(ev, FinishEvent):
             if ev.reason is FinishReason.ERROR:
                 yield from r.error(engine_error(ev))

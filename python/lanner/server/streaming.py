@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..types import FinishEvent, TokenEvent
+from ..types import FinishEvent, QueuedEvent, TokenEvent
 
 log = logging.getLogger("lanner.server")
 
@@ -114,6 +114,8 @@ def gather(events: Iterable) -> Collected:
     out = Collected()
     parts: list[str] = []
     for ev in events:
+        if isinstance(ev, QueuedEvent):
+            continue
         parts.append(ev.text)
         if isinstance(ev, FinishEvent):
             out.finish = ev

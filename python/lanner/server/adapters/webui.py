@@ -3,7 +3,7 @@ POST /api/upload, POST /api/models/load.
 
 parse_chat: request JSON (camelCase: messages, sessionId, newChat, imagePaths, maxTokens,
 temperature, topP, topK, ..., think, tools) -> Call. stream_chat: events -> SSE frames
-`{"token"}`, `{"thinking"}`, `{"tool_calls"}`, `{"error", "status"}`, and always a last
+`{"queue": {"position", "pending"}}` while it waits for a slot, `{"token"}`, `{"thinking"}`, `{"tool_calls"}`, `{"error", "status"}`, and always a last
 `{"done": true, ...stats}`. render_*: the JSON of the other three endpoints.
 Errors: Ollama's {"error": "message"} (the /api paths' shape).
 Must not: submit to the engine or touch HTTP objects (routes_webui.py and routes.py do).
@@ -99,7 +99,8 @@ def parse_chat(body, ctx) -> Call:
     prompt = chat_prompt(ctx.backend, messages, tools=tools, think=think)
     req = GenerateRequest(prompt_tokens=prompt, sampling=sampling, session_id=session or None,
                           max_tokens=completion_budget(max_tokens, len(prompt), ctx.n_ctx,
-                                                       ctx.settings.max_tokens))
+                                                       ctx.settings.max_tokens),
+                          report_queue=True)
     return Call(request=req, model=model, stream=True, think=think, tools=bool(tools),
                 options={"session": session})
 
@@ -126,6 +127,9 @@ class _Stream(reply.StreamRenderer):
         super().__init__(call)
         self.last = {"done": True, "aborted": False, "error": None,
                      "sessionId": call.options.get("session"), "model": call.model}
+
+    def queued(self, q):
+        yield sse({"queue": {"position": q.position, "pending": q.pending}})
 
     def piece(self, p: Piece):
         if p.text:

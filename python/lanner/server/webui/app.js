@@ -248,6 +248,10 @@ function fillAssistant(bubble, m) {
     bubble.appendChild(card);
   }
   if (m.error) bubble.appendChild(el("div", "msg-error", "Error: " + m.error));
+  if (!m.content && !m.thinking && !m.error && m.pending && m.queue) {
+    bubble.appendChild(el("div", "queue-note",
+      `Queued: ${m.queue.position} of ${m.queue.pending} waiting for a free slot…`));
+  }
   if (!m.content && !m.thinking && !m.error && m.pending) {
     const dots = el("div", "typing");
     dots.append(el("span"), el("span"), el("span"));
@@ -392,6 +396,8 @@ async function readFrames(stream, onFrame) {
 
 let paintQueued = false;
 function onFrame(msg, f, row) {
+  if (f.queue) msg.queue = f.queue;
+  else msg.queue = null;  // any other frame: it runs (or ended)
   if (f.token !== undefined) { msg.content += f.token; msg.streamingThinking = false; }
   if (f.thinking !== undefined) { msg.thinking += f.thinking; msg.streamingThinking = true; }
   if (f.tool_calls) msg.toolCalls.push(...f.tool_calls);
