@@ -1,7 +1,8 @@
 """Soak: a mixed load against `lanner serve` for a fixed time, counting what must stay zero.
 
 Clients (2x the parallel slots by default) send, in a loop, requests in the three dialects,
-streamed and not; 10% of them disconnect mid-reply and 10% are invalid (they must get a 4xx).
+streamed and not; 10% of them disconnect (mid-stream, or before a non-streamed reply)
+and 10% are invalid (they must get a 4xx).
 Counted: requests, unexpected statuses (a valid request not 200, or an invalid one not 4xx;
 503 with Retry-After is the queue's answer and counted apart), truncated streams (no
 terminator: `[DONE]`, `done: true`, or a finishReason), and the worker's RSS every 100
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -101,22 +103,29 @@ def client(url: str, model: str, t_end: float, seed: int, st: Stats) -> None:
     while time.time() < t_end:
         path, body, stream, dialect = request_for(rng, model)
         roll = rng.random()
-        invalid, disconnect = roll < 0.1, 0.1 <= roll < 0.2 and stream
+        invalid, disconnect = roll < 0.1, 0.1 <= roll < 0.2  # 10% of ALL requests each
         try:
             if invalid:
                 r = requests.post(url + path, json=spoil(body, dialect, rng), timeout=60)
                 ok = 400 <= r.status_code < 500
-            elif disconnect:
+            elif disconnect and stream:
                 with requests.post(url + path, json=body, stream=True, timeout=60) as r:
                     next(r.iter_content(64), None)  # read a little, then leave
                 st.add(disconnects=1)
                 ok = r.status_code in (200, 503)
+            elif disconnect:  # a non-streamed request whose client gives up before the reply
+                st.add(disconnects=1)
+                try:
+                    r = requests.post(url + path, json=body, timeout=(10, rng.uniform(0.05, 0.5)))
+                    ok = r.status_code in (200, 503)  # it was faster than the client's patience
+                except requests.ReadTimeout:
+                    r, ok = None, True
             else:
                 r = requests.post(url + path, json=body, timeout=120)
                 ok = r.status_code == 200
                 if ok and stream and not terminated(dialect, r.text):
                     st.add(truncated=1)
-            if r.status_code == 503:
+            if r is not None and r.status_code == 503:
                 st.add(busy=1)
                 ok = bool(r.headers.get("Retry-After"))
                 time.sleep(0.2)
@@ -181,12 +190,16 @@ def main() -> int:
             rss.append((st.n, worker_rss_mb(proc.pid)))
             next_mark += 100
     alive = requests.get(url + "/health", timeout=5).status_code == 200
+    time.sleep(1)  # let the last disconnects be noticed
+    m = re.search(r"^lanner_client_disconnects_total (\S+)$",
+                  requests.get(url + "/metrics", timeout=5).text, re.M)
+    aborted = int(float(m.group(1))) if m else -1
     if proc is not None:
         proc.terminate()
         proc.wait(30)
     print(f"{args.minutes:g} min, {n_clients} clients: requests {st.n}, unexpected {st.unexpected}, "
           f"truncated streams {st.truncated}, 503 (queue) {st.busy}, disconnects {st.disconnects}, "
-          f"alive at the end {alive}")
+          f"requests the server aborted for a gone client {aborted}, alive at the end {alive}")
     if rss:
         print(f"worker RSS {rss[0][1]:.0f} MB at request {rss[0][0]} -> {rss[-1][1]:.0f} MB at "
               f"{rss[-1][0]}; slope {slope(rss):+.2f} MB per 100 requests")
