@@ -1,5 +1,7 @@
 """The engine's admission limit: max_queue counts requests waiting while every slot is busy, so
-max_queue=0 means "run now if a slot is free, else OverloadedError (503)", never "reject all"."""
+max_queue=0 means "run now if a slot is free, else OverloadedError (503)", never "reject all".
+Also: waiting requests that ask are told their place (QueuedEvent), and an abort during a long
+prefill takes effect between chunks."""
 
 from __future__ import annotations
 
@@ -124,3 +126,23 @@ def test_a_request_that_gets_a_free_slot_is_not_told_it_queues(gated_engine):
     first = a.get(timeout=10)
     assert isinstance(first, TokenEvent), first
     assert finish(a).reason == FinishReason.LENGTH
+
+
+# ---- cancelling a long prefill (hardening: a client that leaves mid-prompt frees its slot) ----
+
+def test_abort_during_a_long_prefill_stops_between_chunks(gated_engine):
+    eng, ctx = gated_engine(n_parallel=2, max_queue=4)   # step budget 48 tokens
+    prompt = [0] + [2 + i % 60 for i in range(999)]       # 1,000 tokens: ~21 chunks
+    s = eng.submit(GenerateRequest(prompt_tokens=prompt, max_tokens=8,
+                                   sampling=SamplingParams(temperature=0.0)))
+    ctx.wait_started(1)
+    ctx.step(2)                          # two chunks done, the third is at the gate
+    assert s.get(timeout=0.05) is None   # still prefilling: nothing generated
+    eng.abort(s.id)
+    ctx.open_gate()
+    ev = finish(s)
+    assert ev.reason == FinishReason.CANCELLED and ev.usage.completion_tokens == 0
+    assert ctx.calls_started <= 4, ctx.calls_started  # not the ~21 a whole prefill takes
+    assert eng.stats().running == 0 and ctx.n_cells_used() < 48 * 4
+    b = eng.submit(req())                # the slot and its cells serve the next request
+    assert finish(b).reason == FinishReason.LENGTH
