@@ -230,6 +230,38 @@ def test_idle_and_stalled_clients_do_not_take_the_server_down(served):
         s.close()
 
 
+def test_a_client_trickling_its_headers_is_cut_at_the_head_deadline(served):
+    """A byte every second never trips the per-read limit (--io-timeout 2 s), but the whole
+    head must arrive within 2 s of its thread starting on it: the server closes the connection
+    long before the 12 s the trickle would take."""
+    url = served[0]
+    wait_health(url)
+    port = int(url.rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port))
+    head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 10 + b"\r\n\r\n"
+    t0 = time.time()
+    cut = None
+    try:
+        for i in range(len(head)):
+            s.sendall(head[i:i + 1])
+            time.sleep(1.0 if i > 0 else 0)  # the first byte wakes a thread; then one a second
+            s.setblocking(False)
+            try:
+                if s.recv(4096) == b"":
+                    cut = time.time() - t0
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+    except OSError:  # reset while sending: cut
+        cut = time.time() - t0
+    finally:
+        s.close()
+    assert cut is not None and cut < 6, cut
+    assert requests.get(url + "/health", timeout=5).status_code == 200
+
+
 def test_sigterm_drains_then_ends_streams_with_an_error_event(tmp_path):
     """SIGTERM with two live streams: new requests get 503 + Retry-After while the worker
     drains; when the drain time is over each stream ends with an error event and [DONE];

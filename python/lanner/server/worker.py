@@ -2,7 +2,9 @@
 
 Owns: (1) every blocking read or write on a client socket is limited to `io_timeout_s`
 (a client that sends half a header and stalls, or stops reading a stream, loses its
-connection and frees its thread; its request is aborted); (2) SIGTERM drains: new requests get
+connection and frees its thread; its request is aborted), and a request's head (request line
+and headers) must arrive whole within `io_timeout_s` of its thread starting on it (a client
+trickling a byte every few seconds is cut too); (2) SIGTERM drains: new requests get
 503 + Retry-After, running ones may finish until most of the graceful timeout has passed, then
 each ends with its dialect's terminal error event and terminator, and the worker exits.
 Must not: know dialects; the app's ServerContext does the draining, this only times it.
@@ -31,15 +33,35 @@ FLUSH_S = 0.5        # for ended streams to write their last events before the w
 
 class TimedSocket:
     """A client socket whose blocking mode has a time limit (gunicorn switches sockets
-    between non-blocking, for its poller, and blocking, for a request's thread)."""
+    between non-blocking, for its poller, and blocking, for a request's thread), and whose
+    reads may also have an absolute deadline (the request head's)."""
 
-    __slots__ = ("_sock", "_timeout")
+    __slots__ = ("_sock", "_timeout", "_blocking", "deadline")
 
     def __init__(self, sock, timeout_s: float):
         self._sock, self._timeout = sock, timeout_s
+        self._blocking = False
+        self.deadline = None  # time.monotonic() by which reads must be done, or None
 
     def setblocking(self, flag: bool) -> None:
+        self._blocking = flag
         self._sock.settimeout(self._timeout if flag else 0.0)
+
+    def _limit_read(self) -> None:
+        if self.deadline is None or not self._blocking:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request head did not arrive in time")
+        self._sock.settimeout(min(self._timeout, left))
+
+    def recv(self, *args):
+        self._limit_read()
+        return self._sock.recv(*args)
+
+    def recv_into(self, *args):
+        self._limit_read()
+        return self._sock.recv_into(*args)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -83,6 +105,18 @@ class LannerWorker(ThreadWorker):
             self.finish_request(conn, parked)  # runs on the main thread, as accept() does
             return
         super().enqueue_req(conn)
+
+    def handle(self, conn):
+        """A request's head must arrive within the I/O time limit in all (not per read)."""
+        if isinstance(conn.sock, TimedSocket):
+            conn.sock.deadline = time.monotonic() + conn.sock._timeout
+        return super().handle(conn)
+
+    def handle_request(self, req, conn):
+        if isinstance(conn.sock, TimedSocket):  # the head is in: body and replies use the
+            conn.sock.deadline = None           # per-operation limit only
+            conn.sock.setblocking(True)
+        return super().handle_request(req, conn)
 
     def handle_exit(self, sig, frame):
         """SIGTERM: drain in a thread, then stop as gunicorn does (the signal handler must
