@@ -176,6 +176,62 @@ def test_engine_output_follows_the_grammar(overlap):
         eng.close()
 
 
+# ---- closing at the budget: valid even when max_tokens comes first ----
+
+OPEN_SCHEMAS = [
+    {"type": "object"},                                           # any keys, any values
+    {"type": "array", "items": {"type": "number"}, "minItems": 2},  # digits without end
+    {"type": "object", "properties": {"n": {"type": "number"}, "s": {"type": "string", "minLength": 3},
+                                      "d": {"type": "string", "format": "date"},
+                                      "e": {"type": "string", "format": "email"}},
+     "required": ["n", "s", "d", "e"]},
+    {"type": "string", "pattern": "^[a-z]+@[a-z]+\\.com$"},
+]
+
+
+@pytest.mark.parametrize("schema", OPEN_SCHEMAS)
+def test_closing_path_from_the_start_is_valid(compiler, schema):
+    m = compiler.compile(Grammar.json_schema(schema))
+    path = compiler.closing().path(m._m, 200)
+    assert path is not None
+    value = json.loads(bytes(t - 3 for t in path))
+    jsonschema.validate(value, schema)
+
+
+BUDGET = 100  # tokens (= bytes here); the longest closing path above is ~45
+
+
+@pytest.mark.parametrize("schema", OPEN_SCHEMAS)
+def test_engine_closes_the_output_before_max_tokens(schema):
+    """Noise logits at T=1 keep writing keys, digits and text: without the closing path almost
+    every output would be cut by max_tokens; with it every one is valid JSON within the budget
+    (finish 'length' when the budget shaped it)."""
+    ctx = FakeContext(FakeModel(ByteVocab.n_vocab), n_ctx=4096, n_seq_max=8)
+    eng = Engine(ctx, ByteVocab(), n_parallel=4, n_vocab=ByteVocab.n_vocab,
+                 detokenizer_factory=_Detok)
+    try:
+        streams = [eng.submit(GenerateRequest(prompt_tokens=_ids(f"q{i}"), max_tokens=BUDGET,
+                                              sampling=SamplingParams(temperature=1.0, seed=i),
+                                              grammar=Grammar.json_schema(schema)))
+                   for i in range(8)]
+        reasons = []
+        for s in streams:
+            toks, fin = [], None
+            for ev in s:
+                if isinstance(ev, FinishEvent):
+                    fin = ev
+                else:
+                    toks.append(ev.token_id)
+            assert fin.reason in (FinishReason.STOP, FinishReason.LENGTH), fin.error
+            assert len(toks) <= BUDGET
+            jsonschema.validate(json.loads(bytes(t - 3 for t in toks)), schema)
+            reasons.append(fin.reason)
+        if schema == OPEN_SCHEMAS[0]:  # an open object rarely ends on noise: the budget does
+            assert FinishReason.LENGTH in reasons
+    finally:
+        eng.close()
+
+
 def test_compile_time_of_a_big_schema_is_bounded(compiler):
     s = {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(5000)}}
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Structured output on the real models: every schema of tests/data/json_schemas.json, greedy and
-sampled (temperature 1, three seeds), through the engine's grammar; each output must end on its
-own (not at max_tokens), parse, and validate with `jsonschema`. SmolLM2 runs the whole corpus,
+sampled (temperature 1, three seeds), through the engine's grammar; each output must parse and
+validate with `jsonschema`, also where the engine closed it as max_tokens neared. SmolLM2 runs the whole corpus,
 Gemma 3 every fifth schema (a larger model and a 262k vocabulary: each step is slower on a CI CPU)."""
 
 from __future__ import annotations
@@ -68,20 +68,18 @@ def _collect(stream) -> tuple[str, str]:
     return reason, "".join(text)
 
 
-MAX_SAMPLED_CUT = 0.02  # share of sampled (T=1) outputs a small model may run past max_tokens
-
-
 def _check_all(entries: list[dict], results) -> None:
-    """Every output that ended by itself is valid JSON matching its schema, exactly. A grammar
-    cannot make a model stop: a greedy output must end by itself too, but at T=1 SmolLM2 can
-    keep writing digits or extra properties until max_tokens; those cut outputs (a valid
-    prefix, finish 'length') are allowed up to MAX_SAMPLED_CUT of the sampled runs, and listed."""
-    failures, cut = [], []
+    """Every output is valid JSON matching its schema, exactly: those that ended by themselves
+    and those the engine closed because max_tokens was near (finish 'length': the grammar's
+    shortest closing path, engine/grammar_closing.py). A greedy output must end by itself."""
+    failures, closed = [], []
     for name, sp, reason, text in results:
         where = f"{name} (T={sp.temperature}, seed={sp.seed})"
-        if reason != "stop":
-            (cut if sp.temperature > 0 else failures).append(f"{where}: finished {reason}: {text!r}")
+        if reason not in ("stop", "length") or (reason == "length" and sp.temperature == 0):
+            failures.append(f"{where}: finished {reason}: {text!r}")
             continue
+        if reason == "length":
+            closed.append(f"{where}: {text!r}")
         try:
             value = json.loads(text, parse_float=Decimal)
         except ValueError as e:
@@ -91,11 +89,9 @@ def _check_all(entries: list[dict], results) -> None:
         errs = [e.message for e in v.iter_errors(value)]
         if errs:
             failures.append(f"{where}: {errs[:2]} in {text!r}")
+    if closed:
+        print(f"{len(closed)} sampled outputs were closed at the budget:\n" + "\n".join(closed))
     assert not failures, f"{len(failures)} of {len(results)} outputs failed:\n" + "\n".join(failures)
-    n_sampled = sum(1 for _, sp, _, _ in results if sp.temperature > 0)
-    if cut:
-        print(f"{len(cut)} of {n_sampled} sampled outputs ran to max_tokens:\n" + "\n".join(cut))
-    assert len(cut) <= MAX_SAMPLED_CUT * n_sampled, "\n".join(cut)
 
 
 def test_corpus_is_large_and_valid():

@@ -5,7 +5,8 @@ the prefix cache and the stats. submit / abort / stats / close may be called fro
 A step: apply aborts, admit waiting requests (prefix-cache match), build ONE batch (a decode token
 per generating slot + prompt chunks within the step budget), decode, then sample + detokenize each
 logits row and emit events. A request with a grammar is compiled at submit (a bad one is refused
-before it is queued); its mask limits each draw. Must not: parse dialects, template or tokenize
+before it is queued); its mask limits each draw, and near max_tokens its shortest closing path
+is written out (grammar_closing.py) so the output is complete. Must not: parse dialects, template or tokenize
 text (ids arrive ready).
 """
 
@@ -55,6 +56,10 @@ class _Waiting:
     t_submit: int  # ns
     grammar: Any = None  # GrammarMatcher compiled at submit, or None
     reported: int = 0    # the queue position last sent as a QueuedEvent (0: none sent)
+
+
+CLOSE_SLACK = 4  # tokens: start a grammar's closing path this much before the budget requires
+_END = -1        # _closing_token: finish now
 
 
 def _default_sampler(params):
@@ -408,8 +413,14 @@ class Engine:
         """Sample one token for `slot` from its logits row (n_vocab,), emit it, check stops."""
         req = slot.req
         n_lp = req.sampling.logprobs
+        forced = self._closing_token(slot) if slot.grammar is not None else None
+        if forced == _END:  # complete already and the budget is all but spent
+            self._finish(slot, FinishReason.LENGTH)
+            return
         try:
-            if slot.grammar is None:
+            if forced is not None:  # the budget is nearly spent: close the output validly
+                tok = forced
+            elif slot.grammar is None:
                 tok = int(slot.sampler.sample(logits, slot.entry.tokens))  # restores what it touches
             else:  # only the tokens the grammar allows next (a masked copy of the row)
                 tok = int(slot.sampler.sample(logits, slot.entry.tokens, slot.grammar.allowed_ids()))
@@ -448,11 +459,38 @@ class Engine:
         if not g.consume(tok):
             self._finish(slot, FinishReason.ERROR, f"grammar: {g.error or 'token rejected'}")
             return False
-        if g.done:
-            self._finish(slot, FinishReason.STOP)
+        if g.done:  # complete; by the budget's closing path: it ended at max_tokens' behest
+            self._finish(slot, FinishReason.LENGTH if slot.closing is not None else FinishReason.STOP)
+            return False
+        if slot.closing is not None and not slot.closing:  # closed (accepting, could go on)
+            self._finish(slot, FinishReason.LENGTH)
             return False
         g.prefetch()  # computed on the grammar worker while the next step decodes
         return True
+
+    def _closing_token(self, slot: Slot) -> Optional[int]:
+        """The next token of the slot's forced closing path, None to sample, or _END to finish
+        now (the output is complete and may stop here). When at most
+        slot.close_at tokens are left, search the shortest closing path found; force it once
+        the budget left is within CLOSE_SLACK of its length (a sampled token may open more)."""
+        if slot.closing:
+            return slot.closing.pop(0)
+        left = slot.req.max_tokens - slot.n_gen
+        if slot.close_at <= 0 or left > slot.close_at:
+            return None
+        try:
+            path = slot.grammar.closing_path(left)
+        except Exception:  # never let the search fail a request: sample as before
+            path = None
+        if path is None:  # nothing found within the search budget: try again next step,
+            slot.close_tries -= 1  # a few times (the state changes as the model goes on)
+            slot.close_at = left - 1 if slot.close_tries > 0 else 0
+            return None
+        if len(path) + CLOSE_SLACK < left:
+            slot.close_at = len(path) + CLOSE_SLACK  # search again when that few are left
+            return None
+        slot.closing = path
+        return slot.closing.pop(0) if path else _END
 
     def _piece(self, token_id: int) -> str:
         return self._tok.token_bytes(token_id).decode("utf-8", errors="replace")

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..types import Grammar, ValidationError
+from .grammar_closing import ClosingSearch
 from .grammar_limits import MAX_SCHEMA_BYTES, check_regex, check_schema
 
 # JSON is written compactly with a space after ',' and ':' (no free whitespace: a small model
@@ -51,6 +52,7 @@ class GrammarCompiler:
         self.n_vocab = int(n_vocab)                # logits row length (may exceed the vocabulary)
         self.n_words = (self.n_vocab + 31) // 32   # int32 words of one bitmask
         self._ll = None                            # llguidance.LLTokenizer, built on first use
+        self._closing: Optional[ClosingSearch] = None  # built on first use
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self.mask_ns: collections.deque[int] = collections.deque(maxlen=100_000)  # per mask
@@ -72,6 +74,14 @@ class GrammarCompiler:
                 self._ll = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Vocab(self._tok, eog)),
                                                   n_vocab=self.n_vocab, eos_token=eog or None)
             return self._ll
+
+    def closing(self) -> ClosingSearch:
+        """The closing search for this vocabulary (built on first use)."""
+        with self._lock:
+            if self._closing is None:
+                special = set(self._tok.special_ids()) | set(getattr(self._tok, "eog_ids", ()))
+                self._closing = ClosingSearch(self._tok, self.n_vocab, special)
+            return self._closing
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -184,6 +194,12 @@ class GrammarMatcher:
         """Advance by the sampled token; False if the grammar did not allow it (see error)."""
         self._wait()
         return bool(self._m.consume_token(int(token_id)))
+
+    def closing_path(self, max_len: int) -> Optional[list[int]]:
+        """Token ids (<= max_len) that complete the output from here (see grammar_closing.py),
+        [] if it is complete already, None if none was found."""
+        self._wait()
+        return self._c.closing().path(self._m, max_len)
 
     @property
     def done(self) -> bool:

@@ -30,6 +30,9 @@ class Slot:
     grammar: Any = None  # lanner.engine.grammar.GrammarMatcher, or None (free text)
     t_first: int = 0    # ns, first token sampled (0 = not yet)
     n_gen: int = 0      # generated tokens emitted as TokenEvents
+    close_at: int = 64  # grammar: look for a closing path once this few tokens are left (0: never)
+    close_tries: int = 32  # grammar: closing searches that may still come back empty
+    closing: Any = None  # grammar: the forced closing path still to emit (list of ids), or None
 
     @property
     def seq_id(self) -> int:
