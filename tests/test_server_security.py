@@ -197,6 +197,30 @@ def test_prompt_too_long_by_its_characters_is_400_before_tokenizing(dialect):
 
 
 @pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini"])
+def test_more_messages_than_the_context_has_tokens_is_400_before_templating(dialect):
+    llm = FakeLLM(n_ctx=512)
+    c = make_client(llm)
+    path, body = ROUTES[dialect]
+    if dialect == "gemini":
+        body = {"contents": [{"role": ("user", "model")[i % 2], "parts": [{"text": ""}]}
+                             for i in range(513)]}
+    else:
+        body = {**body, "messages": [{"role": ("user", "assistant")[i % 2], "content": ""}
+                                     for i in range(513)]}
+    r = c.simulate_post(path, json=body)
+    assert r.status_code == 400 and "513 messages cannot fit" in r.text, r.text
+    assert llm.calls == [] and llm.engine.submitted == []
+
+
+def test_more_tools_than_the_context_has_tokens_is_400():
+    c = make_client(FakeLLM(n_ctx=512))
+    tools = [{"type": "function", "function": {"name": f"f{i}", "parameters": {"type": "object"}}}
+             for i in range(513)]
+    r = c.simulate_post("/v1/chat/completions", json={"messages": USER, "tools": tools})
+    assert r.status_code == 400 and r.json["error"]["param"] == "tools", r.text
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama", "gemini"])
 @pytest.mark.parametrize("depth", [150, 950, 100_000])
 def test_deeply_nested_bodies_are_400(dialect, depth):
     """Nesting past 100 levels anywhere in a body is refused before any field is read (a

@@ -171,7 +171,15 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
                 param: str = "messages") -> list[int]:
     """Prompt token ids: the JSON-mode instruction added, the thinking switch passed to the
     template (None = the template's default), the model's chat template rendered and tokenized.
-    A template that rejects the messages (e.g. a role it does not support) is the client's 400."""
+    A template that rejects the messages (e.g. a role it does not support) is the client's 400.
+    Counts are bounded before rendering: every message and tool costs at least one token, so
+    more of them than the context has tokens can never fit."""
+    n_ctx = int(getattr(backend, "n_ctx", 0) or 0)
+    for items, what, field_ in ((messages, "messages", param), (tools or [], "tools", "tools")):
+        if n_ctx and len(items) > n_ctx:
+            raise ApiError(400, f"{field_}: {len(items)} {what} cannot fit a context of {n_ctx} "
+                                f"tokens (each takes at least one)", param=field_,
+                           code="context_length_exceeded")
     check_prompt_chars(backend, text_chars(messages), param)
     if json is not None:
         messages = with_instruction(messages, json)
