@@ -6,7 +6,7 @@ trained with the `tokenizers` library on the corpus through the family's own pre
 converter builds the tokenizer from the GGUF: NFC + the Qwen2 split regex), and for gpt-4o
 (transformers has no gpt-oss GGUF loader) a `tokenizers` pipeline built as gpt-oss'
 tokenizer.json defines it. llama.cpp's own tokenization of the same files is compared by
-tests/reference/check_against_llama_cpp.py --families (tests/reference/README.md).
+tests/reference/check_families_llama_cpp.py (tests/reference/README.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ a check of our GGUF parser against gguf.GGUFReader; the golden greedy ids test_r
 pins. llama-cpp-python is an optional bench dependency, so this is a script:
 
     PYTHONPATH=python python tests/reference/check_against_llama_cpp.py [--quick]
-    python tests/reference/check_against_llama_cpp.py --families   # tiny models of the new families
+
+(The tiny models of every family: check_families_llama_cpp.py.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import struct
 import sys
 import tempfile
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -359,148 +359,10 @@ GOLDEN_PROMPTS = {
 }
 
 
-# ---- families on tiny random models (qwen2, qwen3, qwen3moe, gpt-oss): lanner's core vs llama.cpp
-#
-# lanner._core and llama_cpp cannot share a process (both load a libggml-base.so.0 with different
-# symbols), so llama.cpp runs in a subprocess of this script (--llama-cpp-worker) and hands back
-# logits, greedy continuations and its tokenization of the corpus in an .npz.
-
-FAMILY_PROMPTS = [
-    "The capital of France is Paris. The capital of Germany is",
-    "def fibonacci(n):\n    if n < 2:\n        return n",
-    "Once upon a time, in a small village",
-    "1, 2, 3, 4, 5, 6, 7,",
-    "Hello world! How are you today?",
-    "import numpy as np\nx = np.zeros((3, 4))",
-    "The quick brown fox jumps over the lazy dog.",
-    "Monday, Tuesday, Wednesday, Thursday,",
-]
-FAMILY_N_NEW = 32
-
-
-def _llama_cpp_worker(path: str, job: str, out: str) -> None:
-    """In the subprocess: logits of every prompt position, greedy continuations, tokenization."""
-    import json
-
-    from llama_cpp import Llama
-
-    spec = json.loads(Path(job).read_text())
-    llm = Llama(model_path=path, logits_all=True, n_ctx=256, n_batch=256, n_ubatch=256,
-                n_threads=2, n_gpu_layers=0, flash_attn=True, verbose=False)
-    res = {}
-    for i, toks in enumerate(spec["prompts"]):
-        llm.reset()
-        llm.eval(toks)
-        res[f"logits{i}"] = np.array(llm.scores[: len(toks)], dtype=np.float32)
-        gen = []
-        for _ in range(spec["n_new"]):
-            t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            gen.append(t)
-            llm.eval([t])
-        res[f"greedy{i}"] = np.array(gen, dtype=np.int32)
-    for j, text in enumerate(spec["texts"]):
-        for special in (False, True):
-            ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-            res[f"tok{j}_{int(special)}"] = np.array(ids, dtype=np.int32)
-    np.savez(out, **res)
-
-
-def _lanner_core_run(path: str, prompts: list[list[int]], n_new: int):
-    """(per-prompt logits, per-prompt greedy ids) from lanner's core, one sequence at a time."""
-    import lanner._core as core
-
-    model = core.Model(path)
-    logits, greedy_ids = [], []
-    for toks in prompts:
-        ctx = core.Context(model, n_ctx=256, n_batch=256, n_seq_max=1, n_threads=2)
-        n = len(toks)
-        lg = ctx.decode(np.array(toks, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
-                        np.ones(n, np.uint8)).copy()
-        logits.append(lg)
-        gen, row = [], lg[-1]
-        for i in range(n_new):
-            t = int(np.argmax(row))
-            gen.append(t)
-            row = ctx.decode(np.array([t], np.int32), np.array([n + i], np.int32), np.zeros(1, np.int32),
-                             np.ones(1, np.uint8))[0].copy()
-        greedy_ids.append(gen)
-    return logits, greedy_ids
-
-
-def check_families() -> bool:
-    """Each family's tiny F16 model: lanner's core vs llama.cpp, per-position logits cosine and
-    32 greedy tokens from each of 8 prompts; each new pre-tokenizer on the corpus. True = all pass."""
-    import json
-    import subprocess
-
-    from data.tokenizer_corpus import CORPUS
-    from lanner.text.tokenizer import Tokenizer
-    from gguf_metadata import read_metadata
-    from tiny_gguf import FAMILY_ARCHS, family_pre, write_tiny_arch
-
-    ok = True
-    rows = []
-    # F16 (the acceptance rows), then the types the families ship in that gguf can write
-    cases = [(a, "F16", None) for a in FAMILY_ARCHS] + [(a, "Q8_0", None) for a in FAMILY_ARCHS] + [
-        ("qwen3moe", "Q8_0", "MXFP4"), ("gpt-oss", "Q8_0", "MXFP4")]
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch, wtype, etype in cases:
-            label = wtype + (f" + {etype} experts" if etype else "")
-            path = write_tiny_arch(Path(tmp) / f"{arch}.gguf", arch, weight_type=wtype, expert_type=etype)
-            tok = Tokenizer.from_metadata(read_metadata(path))
-            prompts = [tok.encode(p) for p in FAMILY_PROMPTS]
-            job, out = Path(tmp) / "job.json", Path(tmp) / f"{arch}.npz"
-            job.write_text(json.dumps({"prompts": prompts, "n_new": FAMILY_N_NEW, "texts": CORPUS}))
-            t0 = time.time()
-            proc = subprocess.run([sys.executable, __file__, "--llama-cpp-worker", path, str(job), str(out)])
-            if proc.returncode != 0:  # e.g. SIGILL from a -march=native llama.cpp build
-                ok = False
-                rows.append(f"| {arch} | {label} | {family_pre(arch)} | llama.cpp worker exited with "
-                            f"{proc.returncode} | | | | | FAIL |")
-                print(rows[-1], flush=True)
-                continue
-            peer = np.load(out)
-            ours_logits, ours_greedy = _lanner_core_run(path, prompts, FAMILY_N_NEW)
-            cos_min, argmax_same, greedy_same = 1.0, 0, 0
-            for i, toks in enumerate(prompts):
-                c = cosines(ours_logits[i], peer[f"logits{i}"])
-                cos_min = min(cos_min, float(c.min()))
-                argmax_same += int((ours_logits[i].argmax(1) == peer[f"logits{i}"].argmax(1)).sum())
-                greedy_same += int(ours_greedy[i] == peer[f"greedy{i}"].tolist())
-            n_pos = sum(len(p) for p in prompts)
-            tok_diff = [text for j, text in enumerate(CORPUS) for sp in (0, 1)
-                        if tok.encode(text, add_special=False, parse_special=bool(sp))
-                        != peer[f"tok{j}_{sp}"].tolist()]
-            tok_same = 2 * len(CORPUS) - len(tok_diff)
-            # explained: llama.cpp leaves out the NFC normalizer of Qwen2's tokenizer.json (which
-            # transformers and lanner apply), so texts that NFC changes differ
-            unexplained = [t for t in tok_diff
-                           if not (family_pre(arch) == "qwen2" and unicodedata.normalize("NFC", t) != t)]
-            passed = cos_min >= 0.9999 and greedy_same == len(prompts) and not unexplained
-            ok &= passed
-            rows.append(f"| {arch} | {label} | {family_pre(arch)} | {n_pos} | {cos_min:.6f} | {argmax_same}/{n_pos} "
-                        f"| {greedy_same}/{len(prompts)} | {tok_same}/{2 * len(CORPUS)} ({len(tok_diff) - len(unexplained)} NFC) "
-                        f"| {'pass' if passed else 'FAIL'} |")
-            print(rows[-1], f"({time.time() - t0:.0f} s)", flush=True)
-    print("\n| family | weights | pre-tokenizer | positions | min logits cos | same argmax "
-          f"| identical greedy {FAMILY_N_NEW}-token continuations | corpus tokenization identical "
-          "| result |\n|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    return ok
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip parser check and long ablations")
-    ap.add_argument("--families", action="store_true",
-                    help="only the tiny qwen2/qwen3/qwen3moe/gpt-oss models: lanner's core vs llama.cpp")
-    ap.add_argument("--llama-cpp-worker", nargs=3, metavar=("GGUF", "JOB", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.llama_cpp_worker:
-        _llama_cpp_worker(*args.llama_cpp_worker)
-        return
-    if args.families:
-        sys.exit(0 if check_families() else 1)
     run_model("SmolLM2-135M-Instruct Q4_1", str(smollm2_path()), GOLDEN_PROMPTS["smollm2"],
               args.quick)
     run_model("Gemma 3 270M Q4_K_M", str(gemma3_path()), GOLDEN_PROMPTS["gemma3"], args.quick)
