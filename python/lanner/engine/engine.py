@@ -478,13 +478,15 @@ class Engine:
         left = slot.req.max_tokens - slot.n_gen
         if slot.close_at <= 0 or left > slot.close_at:
             return None
+        t0 = time.perf_counter_ns()
         try:
             path = slot.grammar.closing_path(left)
         except Exception:  # never let the search fail a request: sample as before
             path = None
-        if path is None:  # nothing found within the search budget: try again next step,
-            slot.close_tries -= 1  # a few times (the state changes as the model goes on)
-            slot.close_at = left - 1 if slot.close_tries > 0 else 0
+        slot.close_ns -= time.perf_counter_ns() - t0
+        if path is None:  # nothing found within the search budget: try again next step, a
+            slot.close_tries -= 1  # few times and within a time budget (the state changes as
+            slot.close_at = left - 1 if slot.close_tries > 0 and slot.close_ns > 0 else 0  # it goes on)
             return None
         if len(path) + CLOSE_SLACK < left:
             slot.close_at = len(path) + CLOSE_SLACK  # search again when that few are left

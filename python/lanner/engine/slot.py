@@ -32,6 +32,7 @@ class Slot:
     n_gen: int = 0      # generated tokens emitted as TokenEvents
     close_at: int = 64  # grammar: look for a closing path once this few tokens are left (0: never)
     close_tries: int = 32  # grammar: closing searches that may still come back empty
+    close_ns: int = 50_000_000  # grammar: model-thread time left for closing searches (ns)
     closing: Any = None  # grammar: the forced closing path still to emit (list of ids), or None
 
     @property
