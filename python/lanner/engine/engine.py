@@ -7,7 +7,8 @@ per generating slot + prompt chunks within the step budget), decode, then sample
 logits row and emit events. A request with a grammar is compiled at submit (a bad one is refused
 before it is queued); its mask limits each draw, and near max_tokens its shortest closing path
 is written out (grammar_closing.py) so the output is complete. Must not: parse dialects, template or tokenize
-text (ids arrive ready).
+text (ids arrive ready). Over 500 lines because admission, the step, finishing and the queue
+share one lock and one set of state that splitting would spread across files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .grammar import GrammarCompiler
+from .grammar_closing import CLOSE_NOW, closing_token
 from .prefix_cache import PrefixCache
 from .request_stream import RequestStream
 from .scheduler import build_step
@@ -56,10 +58,6 @@ class _Waiting:
     t_submit: int  # ns
     grammar: Any = None  # GrammarMatcher compiled at submit, or None
     reported: int = 0    # the queue position last sent as a QueuedEvent (0: none sent)
-
-
-CLOSE_SLACK = 4  # tokens: start a grammar's closing path this much before the budget requires
-_END = -1        # _closing_token: finish now
 
 
 def _default_sampler(params):
@@ -413,8 +411,8 @@ class Engine:
         """Sample one token for `slot` from its logits row (n_vocab,), emit it, check stops."""
         req = slot.req
         n_lp = req.sampling.logprobs
-        forced = self._closing_token(slot) if slot.grammar is not None else None
-        if forced == _END:  # complete already and the budget is all but spent
+        forced = closing_token(slot) if slot.grammar is not None else None
+        if forced == CLOSE_NOW:  # complete already and the budget is all but spent
             self._finish(slot, FinishReason.LENGTH)
             return
         try:
@@ -467,32 +465,6 @@ class Engine:
             return False
         g.prefetch()  # computed on the grammar worker while the next step decodes
         return True
-
-    def _closing_token(self, slot: Slot) -> Optional[int]:
-        """The next token of the slot's forced closing path, None to sample, or _END to finish
-        now (the output is complete and may stop here). When at most
-        slot.close_at tokens are left, search the shortest closing path found; force it once
-        the budget left is within CLOSE_SLACK of its length (a sampled token may open more)."""
-        if slot.closing:
-            return slot.closing.pop(0)
-        left = slot.req.max_tokens - slot.n_gen
-        if slot.close_at <= 0 or left > slot.close_at:
-            return None
-        t0 = time.perf_counter_ns()
-        try:
-            path = slot.grammar.closing_path(left)
-        except Exception:  # never let the search fail a request: sample as before
-            path = None
-        slot.close_ns -= time.perf_counter_ns() - t0
-        if path is None:  # nothing found within the search budget: try again next step, a
-            slot.close_tries -= 1  # few times and within a time budget (the state changes as
-            slot.close_at = left - 1 if slot.close_tries > 0 and slot.close_ns > 0 else 0  # it goes on)
-            return None
-        if len(path) + CLOSE_SLACK < left:
-            slot.close_at = len(path) + CLOSE_SLACK  # search again when that few are left
-            return None
-        slot.closing = path
-        return slot.closing.pop(0) if path else _END
 
     def _piece(self, token_id: int) -> str:
         return self._tok.token_bytes(token_id).decode("utf-8", errors="replace")

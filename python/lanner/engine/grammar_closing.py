@@ -5,14 +5,16 @@ Owns: ClosingSearch (per model: the single-character token ids tried, in prefere
 its search: a depth-first walk over deep copies of a request's llguidance matcher that at each
 state tries the allowed single-character tokens in a fixed order (closers first: `"`, `}`, `]`,
 then separators, digits, letters, the rest of printable ASCII), backtracking within a node
-budget, until the matcher accepts. The engine forces that path once the request's remaining
-budget is about as long as the path (engine.py `_closing_token`).
+budget, until the matcher accepts; and closing_token(slot), which the engine asks before it
+samples a constrained row: it forces that path once the request's remaining budget is about
+as long as the path.
 Must not: sample, or advance the request's own matcher (only copies are walked).
 """
 
 from __future__ import annotations
 
 import string
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -24,6 +26,36 @@ ORDER = PREFERRED + "".join(c for c in map(chr, range(0x20, 0x7F)) if c not in P
 NODE_BUDGET = 400   # matcher copies per walk (each costs one mask: ~0.01-1 ms)
 FEW = 3             # fewer allowed single characters than this: also try the other allowed tokens
 FEW_ALLOWED = 64    # ... if the grammar allows at most this many
+CLOSE_SLACK = 4     # tokens: start a closing path this much before the budget requires it
+CLOSE_NOW = -1      # closing_token: the output is complete, finish now
+
+
+def closing_token(slot: Any) -> Optional[int]:
+    """The next token of the slot's forced closing path, None to sample, or CLOSE_NOW (the
+    output is complete and may stop here). When at most slot.close_at tokens are left, search
+    the shortest closing path found; force it once the budget left is within CLOSE_SLACK of its
+    length (a sampled token may open more). A search that finds nothing is retried on later
+    steps, a few times and within the slot's time budget (engine/slot.py close_*)."""
+    if slot.closing:
+        return slot.closing.pop(0)
+    left = slot.req.max_tokens - slot.n_gen
+    if slot.close_at <= 0 or left > slot.close_at:
+        return None
+    t0 = time.perf_counter_ns()
+    try:
+        path = slot.grammar.closing_path(left)
+    except Exception:  # never let the search fail a request: sample as before
+        path = None
+    slot.close_ns -= time.perf_counter_ns() - t0
+    if path is None:
+        slot.close_tries -= 1
+        slot.close_at = left - 1 if slot.close_tries > 0 and slot.close_ns > 0 else 0
+        return None
+    if len(path) + CLOSE_SLACK < left:
+        slot.close_at = len(path) + CLOSE_SLACK  # search again when that few are left
+        return None
+    slot.closing = path
+    return slot.closing.pop(0) if path else CLOSE_NOW
 
 
 class ClosingSearch:
