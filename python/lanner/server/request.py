@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ..text.output_format import PARSERS, choose_format
 from ..types import GenerateRequest, SamplingParams, ValidationError
 from .errors import ApiError, bad_request
 from .structured import JsonFormat, with_instruction
@@ -191,6 +192,33 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
         raise bad_request(param, f"the chat template rejected the messages: {e}") from None
 
 
+def output_format(backend) -> str:
+    """The model's output format (a key of text.output_format.PARSERS)."""
+    meta = getattr(backend, "metadata", None) or {}
+    tok = getattr(backend, "tokenizer", None)
+    has = (lambda t: tok.token_id(t) is not None) if hasattr(tok, "token_id") else None
+    return choose_format(str(meta.get("architecture") or ""), str(meta.get("chat_template") or ""),
+                         has)
+
+
+def prepare_output(call: "Call", backend) -> None:
+    """Before submitting: the reply's parser (the model's format), whether the prompt left a
+    reasoning block open, and the format's special tokens kept in the generated text."""
+    call.output = output_format(backend)
+    cls = PARSERS[call.output]
+    tok = getattr(backend, "tokenizer", None)
+    if hasattr(tok, "token_id") and hasattr(tok, "is_special"):
+        ids = (tok.token_id(t) for t in cls.tags)
+        call.request.keep_special = frozenset(i for i in ids if i is not None and tok.is_special(i))
+    opener = getattr(cls, "think_tags", None) or (("<think>",) if call.output == "hermes" else None)
+    if call.think and opener and call.request.prompt_tokens:
+        try:
+            tail = backend.detokenize(call.request.prompt_tokens[-4:], skip_special=False)
+        except TypeError:
+            tail = backend.detokenize(call.request.prompt_tokens[-4:])
+        call.thinking_open = tail.rstrip().endswith(opener[0])
+
+
 def completion_budget(requested: Optional[int], n_prompt: int, n_ctx: int, default: int) -> int:
     """max_tokens in tokens. An explicit count is kept (the engine rejects what does not fit:
     400); None = `default` (--max-tokens) clamped to what is left of the context;
@@ -218,5 +246,7 @@ class Call:
     logprobs: bool = False          # render per-token logprobs
     prompt_param: str = "messages"  # the field a context overflow is blamed on
     options: dict = field(default_factory=dict)  # the dialect's own rendering switches
+    output: str = "hermes"          # the model's output format (set by prepare_output)
+    thinking_open: bool = False     # the prompt ends inside a reasoning block
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
