@@ -89,6 +89,7 @@ class _Reader:
         self.parser = new_parser(call)
         self.calls: dict[int, dict] = {}
         self.reasoning_tokens = 0
+        self.max_calls = call.max_calls
 
     def token(self, text: str) -> list[Part]:
         was = self.parser.in_reasoning
@@ -102,6 +103,8 @@ class _Reader:
         return self._seen(parts + self.parser.finish())
 
     def _seen(self, parts: list[Part]) -> list[Part]:
+        if self.max_calls is not None:  # calls past the limit are dropped
+            parts = [p for p in parts if p.index < self.max_calls]
         for p in parts:
             if p.kind == CALL_START:
                 self.calls[p.index] = {"name": p.name, "arguments": {}}
@@ -148,7 +151,7 @@ class StreamRenderer:
     def piece(self, p: Piece) -> Iterable[bytes]:  # a delta
         raise NotImplementedError
 
-    def call(self, p: Part) -> Iterable[bytes]:  # a tool call's start, argument text or end
+    def tool(self, p: Part) -> Iterable[bytes]:  # a tool call's start, argument text or end
         return ()                                 # (the calls also come whole in end())
 
     def end(self, e: Ending) -> Iterable[bytes]:  # the finish: final text, tool calls, usage
@@ -200,4 +203,4 @@ def _parts(r: StreamRenderer, parts: list[Part], ev) -> Iterator[bytes]:
             yield from r.piece(Piece(p.kind, p.text, [ev] if ev is not None else []))
             ev = None
         else:
-            yield from r.call(p)
+            yield from r.tool(p)

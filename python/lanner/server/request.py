@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ..text import tool_prompt
 from ..text.output_format import PARSERS, choose_format
 from ..types import GenerateRequest, SamplingParams, ValidationError
 from .errors import ApiError, bad_request
@@ -169,9 +170,11 @@ def text_chars(messages: list[dict]) -> int:
 
 def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
                 think: Optional[bool] = None, json: Optional[JsonFormat] = None,
-                param: str = "messages") -> list[int]:
+                param: str = "messages", effort: Optional[str] = None) -> list[int]:
     """Prompt token ids: the JSON-mode instruction added, the thinking switch passed to the
-    template (None = the template's default), the model's chat template rendered and tokenized.
+    template (None = the template's default; `effort`: Harmony's reasoning effort), tools and
+    tool turns as the template expects them (or, for a template without tool support, as text
+    in the model's own format), the model's chat template rendered and tokenized.
     A template that rejects the messages (e.g. a role it does not support) is the client's 400.
     Counts are bounded before rendering: every message and tool costs at least one token, so
     more of them than the context has tokens can never fit."""
@@ -184,7 +187,14 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
     check_prompt_chars(backend, text_chars(messages), param)
     if json is not None:
         messages = with_instruction(messages, json)
+    messages = tool_prompt.tool_names(messages)
+    has_turns = any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+    if (tools or has_turns) and not tool_prompt.handles_tools(
+            str((getattr(backend, "metadata", None) or {}).get("chat_template") or "")):
+        messages, tools = tool_prompt.fallback(output_format(backend), messages, tools), None
     kwargs = {} if think is None else {"enable_thinking": think}
+    if effort is not None:
+        kwargs["reasoning_effort"] = effort
     try:
         return list(backend.chat_tokens(messages, tools=tools or None, add_generation_prompt=True,
                                         **kwargs))
@@ -247,6 +257,7 @@ class Call:
     prompt_param: str = "messages"  # the field a context overflow is blamed on
     options: dict = field(default_factory=dict)  # the dialect's own rendering switches
     output: str = "hermes"          # the model's output format (set by prepare_output)
+    max_calls: Optional[int] = None  # tool calls kept per reply (OpenAI parallel_tool_calls=false: 1)
     thinking_open: bool = False     # the prompt ends inside a reasoning block
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])

@@ -82,7 +82,7 @@ def _think(body: dict) -> Optional[bool]:
     if isinstance(t, bool):
         return t
     if t in ("low", "medium", "high"):
-        return True
+        return True  # the level goes to the template as the reasoning effort
     raise bad_request("think", f"must be a boolean or low/medium/high, got {t!r}")
 
 
@@ -105,7 +105,11 @@ class _Fields:
         self.model = ctx.check_model(opt_str(body, "model", "model"))
         _keep_alive(body)
         self.think = _think(body)
+        self.effort = body["think"] if isinstance(body.get("think"), str) else None
         self.json = _format(body)
+        if self.json is not None and self.think:
+            raise bad_request("format", "cannot be combined with think: the grammar of the JSON "
+                                        "reply allows no reasoning")
         self.sampling, self.requested, self.stop = _options(
             body, ctx.settings.sampling_defaults("ollama"))
         self.stream = opt_bool(body, "stream", "stream", default=True)
@@ -141,7 +145,8 @@ def parse_generate(body, ctx) -> Optional[Call]:
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt}]
-        tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt")
+        tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt",
+                             effort=f.effort)
     return f.call(ctx, tokens, "generate", tools=False)
 
 
@@ -166,7 +171,11 @@ def parse_chat(body, ctx) -> Optional[Call]:
     if not raw_messages:
         return None
     messages = read_messages(raw_messages, "messages", ROLES, _message)
-    tokens = chat_prompt(ctx.backend, messages, tools=tools, think=f.think, json=f.json)
+    if f.json is not None and tools:
+        raise bad_request("format", "cannot be combined with tools: the reply is either JSON or "
+                                    "tool calls")
+    tokens = chat_prompt(ctx.backend, messages, tools=tools, think=f.think, json=f.json,
+                         effort=f.effort)
     return f.call(ctx, tokens, "chat", tools=bool(tools))
 
 
