@@ -119,7 +119,7 @@ class _Fields:
                               max_tokens=completion_budget(self.requested, len(prompt), ctx.n_ctx,
                                                            ctx.settings.max_tokens),
                               grammar=grammar_of(self.json))
-        return Call(request=req, model=self.model, stream=self.stream, think=bool(self.think),
+        return Call(request=req, model=self.model, stream=self.stream, think=self.think is not False,
                     tools=tools, json=self.json, logprobs=self.sampling.logprobs is not None,
                     grammar_param=self.json.param if self.json is not None else None,
                     prompt_param="prompt" if kind == "generate" else "messages",
