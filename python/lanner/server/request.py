@@ -191,7 +191,7 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
     has_turns = any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
     if (tools or has_turns) and not tool_prompt.handles_tools(
             str((getattr(backend, "metadata", None) or {}).get("chat_template") or "")):
-        messages, tools = tool_prompt.fallback(output_format(backend), messages, tools), None
+        messages = tool_prompt.fallback(output_format(backend), messages, tools)
     kwargs = {} if think is None else {"enable_thinking": think}
     if effort is not None:
         kwargs["reasoning_effort"] = effort
