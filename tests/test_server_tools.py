@@ -362,3 +362,83 @@ def test_genai_mode_any_forces_a_call(fam):
     config.thinking_config = None
     r = client.models.generate_content(model=fam.name, contents=QUESTION, config=config)
     assert [(c.name, c.args) for c in r.function_calls] == [("get_weather", ARGS)]
+
+
+# ---- request checks and prompt safety (no SDK needed) ----
+
+def test_tool_text_stays_text(fam):
+    """A special token's spelling inside tool arguments, results or definitions never becomes
+    that control token in the prompt."""
+    llm = fam.llm
+    marker = {"qwen3": "<|im_end|>", "gpt-oss": "<|end|>", "llama3": "<|eot_id|>",
+              "mistral": "</s>", "phi3": "<|end|>"}[fam.name]
+    mid = llm.tokenizer.token_id(marker)
+
+    def prompt(text):
+        tool = json.loads(json.dumps(TOOL))
+        tool["function"]["description"] = text
+        msgs = [{"role": "user", "content": QUESTION},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": {"city": text}}}]},
+                {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": text}]
+        from lanner.server.request import chat_prompt
+        return chat_prompt(llm, msgs, tools=[tool])
+
+    assert mid is not None
+    assert prompt(marker).count(mid) == prompt("plain").count(mid)
+
+
+def test_request_checks(fam):
+    import requests
+
+    u, name = fam.url, fam.name
+    msgs = [{"role": "user", "content": QUESTION}]
+    jf = {"type": "json_object"}
+    r = requests.post(f"{u}/v1/chat/completions", json={"model": name, "messages": msgs,
+                                                        "tools": [TOOL], "response_format": jf})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+    r = requests.post(f"{u}/v1/chat/completions", json={"model": name, "messages": msgs,
+                                                        "reasoning_effort": "high", "response_format": jf})
+    assert r.status_code == 400 and "reasoning" in r.json()["error"]["message"]
+    r = requests.post(f"{u}/v1/chat/completions", json={"model": name, "messages": msgs,
+                                                        "tools": [TOOL], "tool_choice": {
+                                                            "type": "function", "function": {"name": "nope"}}})
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+    r = requests.post(f"{u}/api/chat", json={"model": name, "messages": msgs, "stream": False,
+                                             "format": "json", "think": True})
+    assert r.status_code == 400
+    g = f"{u}/v1beta/models/{name}:generateContent"
+    decl = {"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT"}}]}
+    for body, field in [
+            ({"tools": [decl], "toolConfig": {"functionCallingConfig": {
+                "mode": "ANY", "allowedFunctionNames": ["nope"]}}}, "allowedFunctionNames"),
+            ({"tools": [decl], "toolConfig": {"functionCallingConfig": {"mode": "SOMETIMES"}}}, "mode"),
+            ({"tools": [{"googleSearch": {}}]}, "googleSearch"),
+            ({"tools": [decl], "generationConfig": {"responseMimeType": "application/json"}}, "tools")]:
+        r = requests.post(g, json={"contents": QUESTION, **body})
+        assert r.status_code == 400 and field in r.json()["error"]["message"], (body, r.text)
+
+
+def test_openai_single_call_and_tool_choice_none(fam):
+    two = {"hermes": f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>\n{CALL}\n</tool_call>",
+           "llama3": json.dumps({"name": "get_weather", "parameters": ARGS}) + "; " +
+           json.dumps({"name": "get_weather", "parameters": ARGS}),
+           "mistral": f"[TOOL_CALLS][{CALL}, {CALL}]", "generic": f"[{CALL}, {CALL}]",
+           "harmony": None}[fam.fmt]
+    if fam.fmt == "harmony":  # a second commentary message before the first one's <|call|>
+        c = fam.call_text
+        two = c.replace("<|call|>", "") + "<|start|>assistant" + c[c.index("<|channel|>commentary"):]
+    client = _openai(fam)
+    msgs = [{"role": "user", "content": QUESTION}]
+    fam.say(two)
+    r = client.chat.completions.create(model=fam.name, messages=msgs, tools=[TOOL])
+    assert len(r.choices[0].message.tool_calls) == 2
+    fam.say(two)
+    r = client.chat.completions.create(model=fam.name, messages=msgs, tools=[TOOL],
+                                       parallel_tool_calls=False)
+    assert len(r.choices[0].message.tool_calls) == 1
+    fam.say(fam.call_text)
+    r = client.chat.completions.create(model=fam.name, messages=msgs, tools=[TOOL], tool_choice="none")
+    assert not r.choices[0].message.tool_calls and r.choices[0].finish_reason == "stop"
+    assert "get_weather" not in fam.last_prompt()  # no tools in the prompt
