@@ -223,9 +223,9 @@ def prepare_output(call: "Call", backend) -> None:
     opener = getattr(cls, "think_tags", None) or (("<think>",) if call.output == "hermes" else None)
     if call.think and opener and call.request.prompt_tokens:
         try:
-            tail = backend.detokenize(call.request.prompt_tokens[-4:], skip_special=False)
+            tail = backend.detokenize(call.request.prompt_tokens[-16:], skip_special=False)
         except TypeError:
-            tail = backend.detokenize(call.request.prompt_tokens[-4:])
+            tail = backend.detokenize(call.request.prompt_tokens[-16:])
         call.thinking_open = tail.rstrip().endswith(opener[0])
 
 
