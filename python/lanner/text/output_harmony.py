@@ -80,7 +80,7 @@ class HarmonyParser(OutputParser):
             name = name[len("functions."):] if name.startswith("functions.") else name
             self.route, self.scan, self.args = "call", JsonScan(), ""
             self.index = self._start_call(out, name)
-        elif channel == "analysis" and self.think:
+        elif channel == "analysis":  # never content, even when reasoning was not asked for
             self.route, self.in_reasoning = "thinking", True
         else:
             self.route = "content"

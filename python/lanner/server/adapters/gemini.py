@@ -19,6 +19,7 @@ from ...types import FinishEvent, FinishReason, GenerateRequest, Grammar, Sampli
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply
+from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
                        opt_number, opt_seed, opt_stop, opt_str, require_object)
 from ..streaming import SSE_DONE, sse
@@ -247,6 +248,21 @@ def render_reply(call: Call, r: Reply) -> dict:
 
 
 class _Stream(reply.StreamRenderer):
+    def __init__(self, call: Call):
+        super().__init__(call)
+        self.names: dict[int, str] = {}
+        self.sent = 0  # function calls sent so far
+
+    def tool(self, p: Part):
+        """A function call goes out whole, in an event of its own, as soon as it is complete."""
+        if p.kind == CALL_START:
+            self.names[p.index] = p.name
+        elif p.kind == CALL_END:
+            self.sent += 1
+            yield sse({"candidates": [_candidate(function_call_parts(
+                [{"name": self.names.get(p.index, ""), "arguments": p.arguments or {}}]), None)],
+                "promptFeedback": {"safetyRatings": []}})
+
     def piece(self, p: Piece):
         if not p.text:
             return
@@ -262,8 +278,8 @@ class _Stream(reply.StreamRenderer):
             if p.kind == "thinking":
                 yield from self.piece(p)
         text = "".join(p.text for p in e.pieces if p.kind == "content")
-        parts = ([{"text": text}] if text or not e.tool_calls else []) + \
-            function_call_parts(e.tool_calls)
+        rest = e.tool_calls[self.sent:]
+        parts = ([{"text": text}] if text or not rest else []) + function_call_parts(rest)
         yield sse(_response(self.call, parts, e.finish, e.reasoning_tokens))
 
     def error(self, err: ApiError):

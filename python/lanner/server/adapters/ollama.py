@@ -18,6 +18,7 @@ from ...types import FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
+from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
                        make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
                        opt_stop, opt_str, read_messages, require_object)
@@ -235,6 +236,22 @@ def render_reply(call: Call, r: Reply) -> dict:
 
 
 class _Stream(reply.StreamRenderer):
+    def __init__(self, call: Call):
+        super().__init__(call)
+        self.names: dict[int, str] = {}
+        self.sent = 0  # tool calls sent so far
+
+    def tool(self, p: Part):
+        """A tool call goes out whole, in a chunk of its own, as soon as it is complete."""
+        if p.kind == CALL_START:
+            self.names[p.index] = p.name
+        elif p.kind == CALL_END:
+            call = {"name": self.names.get(p.index, ""), "arguments": p.arguments or {}}
+            body = _body(self.call, tool_calls=[call])
+            body["message"]["tool_calls"][0]["function"]["index"] = p.index
+            self.sent += 1
+            yield ndjson({**body, "done": False})
+
     def piece(self, p: Piece):
         obj = _body(self.call, **{p.kind: p.text})
         obj["done"] = False
@@ -245,8 +262,8 @@ class _Stream(reply.StreamRenderer):
     def end(self, e: Ending):
         for p in e.pieces:
             yield from self.piece(p)
-        if e.tool_calls:
-            yield ndjson({**_body(self.call, tool_calls=e.tool_calls), "done": False})
+        if e.tool_calls[self.sent:]:
+            yield ndjson({**_body(self.call, tool_calls=e.tool_calls[self.sent:]), "done": False})
         yield ndjson({**_body(self.call), "done": True, "done_reason": e.reason,
                       **_stats(e.finish)})
 
