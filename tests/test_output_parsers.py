@@ -163,3 +163,25 @@ def test_json_scan_closer_completes(prefix):
 ])
 def test_choose_format(arch, template, vocab, fmt):
     assert choose_format(arch, template, lambda t: t in vocab) == fmt
+
+
+_ATOMS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]",
+          "[ARGS]", "[THINK]", "[/THINK]", "<|channel|>", "analysis", "final", "commentary",
+          " to=functions.f", "<|message|>", "<|end|>", "<|start|>assistant", "<|call|>",
+          '{"name": "f", "arguments": ', '{"name": "g", "parameters": {"a": [1, "x"]}}', "{", "}",
+          "[", "]", '"', "\\", ",", ";", ":", " ", "\n", "text", "é", "<", "<|", "[TOOL", "null",
+          '{"a": 1}', "tru", "-1.5e"]
+
+
+@pytest.mark.parametrize("fmt", sorted(PARSERS))
+def test_random_output_never_raises_and_splits_agree(fmt):
+    """Random mixes of markers, JSON pieces and text: no exception, the same result however
+    the text is cut, and every call's fragments join into its arguments (checked by _summary)."""
+    rng = random.Random(fmt)
+    for _ in range(150):
+        text = "".join(rng.choice(_ATOMS) for _ in range(rng.randint(1, 14)))
+        for kw in ({}, {"think": False}, {"tools": False}):
+            whole = _run(fmt, [text], **kw)
+            cuts = sorted(rng.sample(range(len(text) + 1), min(4, len(text))))
+            assert _run(fmt, [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])], **kw) == whole
+            assert _run(fmt, list(text), **kw) == whole, text

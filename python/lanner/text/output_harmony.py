@@ -47,9 +47,10 @@ class HarmonyParser(OutputParser):
         if self.mode == "header":
             text = self.header + self.buf
             s = text.lstrip()
-            if not self.header and s and not (s.startswith((START, CHANNEL)) or
-                                              START.startswith(s) or CHANNEL.startswith(s)):
-                self.mode, self.route = "body", "content"  # no markup: plain content
+            if s and not (s.startswith((START, CHANNEL)) or START.startswith(s) or
+                          CHANNEL.startswith(s)):
+                self.header, self.buf = "", text
+                self.mode, self.route = "body", "content"  # no header: plain content
                 return True
             i = text.find(MESSAGE)
             if i < 0:

@@ -65,8 +65,8 @@ class MistralParser(JsonCallsParser):
     def _args_step(self, out: list[Part]) -> bool:
         n = 0
         for c in self.buf:
-            if not self.scan.push(c) or (self.scan.depth == 0 and not self.args.strip() and c not in " \t\r\n{"):
-                break
+            if (self.scan.depth == 0 and c not in " \t\r\n{") or not self.scan.push(c):
+                break  # the arguments must be an object
             n += 1
             self.args += c
             if self.scan.done:

@@ -12,6 +12,7 @@ Must not: know any HTTP dialect, or raise on malformed output (it becomes conten
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -161,6 +162,8 @@ class JsonScan:
             return self._string(c)
         if s == "scalar":
             if c in _SCALAR:
+                if not _scalar_prefix(self.scalar + c):
+                    return False
                 self.scalar += c
                 return True
             if not _scalar_ok(self.scalar):
@@ -266,6 +269,16 @@ class JsonScan:
         self.state = "after"
         self.done = not self.stack
         return True
+
+
+_NUMBER_PREFIX = re.compile(r"-?(?:(?:0|[1-9]\d*)(?:\.\d*|\.\d+[eE][+-]?\d*|[eE][+-]?\d*)?)?")
+
+
+def _scalar_prefix(s: str) -> bool:
+    """s can still grow into a JSON literal or number."""
+    if s[0] in "tfn":
+        return any(w.startswith(s) for w in ("true", "false", "null"))
+    return _NUMBER_PREFIX.fullmatch(s) is not None
 
 
 def _scalar_ok(s: str) -> bool:
