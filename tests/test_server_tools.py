@@ -106,6 +106,7 @@ FAMILIES = {
                 "The user wants the weather.",
                 f"[THINK]The user wants the weather.[/THINK][TOOL_CALLS][{CALL}]", ANSWER),
     "phi3": (lambda p: write_tiny_family(p, "phi3"), "generic", None, CALL, ANSWER),
+    "gemma2": (lambda p: write_tiny_family(p, "gemma2"), "generic", None, f"[{CALL}]", ANSWER),
 }
 
 TOOL = {"type": "function", "function": {
@@ -371,7 +372,7 @@ def test_tool_text_stays_text(fam):
     that control token in the prompt."""
     llm = fam.llm
     marker = {"qwen3": "<|im_end|>", "gpt-oss": "<|end|>", "llama3": "<|eot_id|>",
-              "mistral": "</s>", "phi3": "<|end|>"}[fam.name]
+              "mistral": "</s>", "phi3": "<|end|>", "gemma2": "<end_of_turn>"}[fam.name]
     mid = llm.tokenizer.token_id(marker)
 
     def prompt(text):
