@@ -263,13 +263,23 @@ def test_openai_forced_call_by_grammar(fam):
               "mistral": f"[TOOL_CALLS][{CALL}]", "generic": CALL,
               "harmony": "<|channel|>commentary to=functions.get_weather <|constrain|>json"
                          f"<|message|>{fmt_args}"}[fam.fmt]
-    fam.say(forced)
+    other = {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}
+    for choice in ({"type": "function", "function": {"name": "get_weather"}}, "required"):
+        fam.say(forced)
+        r = _openai(fam).chat.completions.create(
+            model=fam.name, messages=[{"role": "user", "content": QUESTION}],
+            tools=[TOOL, other], tool_choice=choice, max_tokens=200)
+        assert r.choices[0].finish_reason == "tool_calls", r
+        call = r.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == ARGS
+    # the model "wants" an argument outside the schema: the grammar holds it to the enum
+    fam.say(forced.replace("celsius", "kelvin"))
     r = _openai(fam).chat.completions.create(
         model=fam.name, messages=[{"role": "user", "content": QUESTION}], tools=[TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=200)
-    assert r.choices[0].finish_reason == "tool_calls", r
-    call = r.choices[0].message.tool_calls[0]
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == ARGS
+        tool_choice="required", max_tokens=200)
+    args = json.loads(r.choices[0].message.tool_calls[0].function.arguments)
+    assert args["city"] == "Paris" and args["unit"] in ("celsius", "fahrenheit"), args
 
 
 # ---- Ollama ----
