@@ -453,3 +453,23 @@ def test_openai_single_call_and_tool_choice_none(fam):
     r = client.chat.completions.create(model=fam.name, messages=msgs, tools=[TOOL], tool_choice="none")
     assert not r.choices[0].message.tool_calls and r.choices[0].finish_reason == "stop"
     assert "get_weather" not in fam.last_prompt()  # no tools in the prompt
+
+
+def test_gemini_parameters_json_schema_and_mode_none(fam):
+    import requests
+
+    g = f"{fam.url}/v1beta/models/{fam.name}:generateContent"
+    decl = {"functionDeclarations": [{"name": "get_weather", "description": "weather",
+                                      "parametersJsonSchema": TOOL["function"]["parameters"]}]}
+    fam.say(fam.call_text)
+    r = requests.post(g, json={"contents": QUESTION, "tools": [decl]}).json()
+    parts = r["candidates"][0]["content"]["parts"]
+    assert [p["functionCall"] for p in parts if "functionCall" in p] == \
+        [{"name": "get_weather", "args": ARGS}]
+    assert not any(p.get("thought") for p in parts)  # reasoning is not returned unless asked
+    assert '"unit"' in fam.last_prompt()  # the JSON Schema reached the prompt
+    fam.say(ANSWER)
+    r = requests.post(g, json={"contents": QUESTION, "tools": [decl], "toolConfig": {
+        "functionCallingConfig": {"mode": "NONE"}}}).json()
+    assert r["candidates"][0]["content"]["parts"][0]["text"].strip() == ANSWER
+    assert "get_weather" not in fam.last_prompt()
