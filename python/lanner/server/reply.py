@@ -3,9 +3,11 @@
 Owns: Piece (a content or thinking delta, with the tokens whose logprobs it carries), Ending
 (how a stream ends: the text released at the end, tool calls, the finish), Reply (a whole
 generation, post-processed as the request asked), the finish reason, a token's logprob text,
-and `stream`: the one driver that routes text, holds back tags, and turns engine failures into
-the dialect's terminal error event. JSON mode streams token by token like text: the engine's
-grammar makes the output valid as it is generated.
+and `stream`: the one driver that feeds each token's text to the model format's output parser
+(content and reasoning pieces, tool calls as start / argument fragments / end, reasoning tokens
+counted) and turns engine failures into the dialect's terminal error event; whole replies go
+through the same parser. JSON mode streams token by token like text: the engine's grammar
+makes the output valid as it is generated.
 Must not: build any dialect's JSON; an adapter's StreamRenderer turns parts into bytes.
 """
 

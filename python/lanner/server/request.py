@@ -2,8 +2,9 @@
 
 Owns: typed field readers (each 400 names the field by its dotted path, as the dialect spells
 it), the seed convention (negative = random), the sampling merge, the message-array walk, the
-one template call (JSON-mode instruction and the thinking switch included), the completion
-budget, and Call: the parsed request (GenerateRequest + what the reply side needs).
+one template call (JSON-mode instruction, thinking switch, tools and tool turns included), the
+model's output format (prepare_output: its parser, markers kept, an open reasoning block), the
+completion budget, and Call: the parsed request (GenerateRequest + what the reply side needs).
 Must not: know a dialect's field names (adapters pass paths in), render replies, or submit.
 """
 
