@@ -149,7 +149,7 @@ def _message(m: dict, path: str) -> dict:
             raise bad_request(f"{path}.tool_calls", "must be an array")
         msg["tool_calls"] = [_template_tool_call(c, f"{path}.tool_calls[{j}]")
                              for j, c in enumerate(calls)]
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", "reasoning_content"):  # (templates may replay reasoning)
         if isinstance(m.get(key), str):
             msg[key] = m[key]
     return msg
