@@ -25,7 +25,7 @@ from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_
 from ..streaming import SSE_DONE, sse
 from ..structured import JsonFormat, from_gemini_schema, grammar_of
 from .gemini_tools import (function_call_parts, parse_tools, thinking_config, tool_turns,
-                           _has_call_parts)
+                           has_call_parts)
 
 ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
 
@@ -87,7 +87,7 @@ def _messages(body: dict) -> list[dict]:
         prev = role
         if role not in ("user", "model", "function", "tool"):
             raise bad_request(f"contents[{i}].role", f"must be 'user' or 'model', got {role!r}")
-        if isinstance(c, dict) and _has_call_parts(c):
+        if isinstance(c, dict) and has_call_parts(c):
             messages += tool_turns(c, role, f"contents[{i}]")
             continue
         messages.append({"role": "assistant" if role == "model" else "user",

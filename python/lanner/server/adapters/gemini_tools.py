@@ -114,7 +114,7 @@ def thinking_config(body: dict) -> tuple[Optional[bool], bool, Optional[str]]:
 
 # ---- tool turns in contents ----
 
-def _has_call_parts(content: dict) -> bool:
+def has_call_parts(content: dict) -> bool:
     parts = content.get("parts")
     return isinstance(parts, list) and any(
         isinstance(x, dict) and ({"functionCall", "functionResponse", "function_call",
