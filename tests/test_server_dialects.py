@@ -10,7 +10,8 @@ import pytest
 
 from fake_backend import DEFAULT_REPLY, FakeLLM
 from lanner.server.structured import schema_errors
-from lanner.text.output_hermes import TextRouter, split_thinking, split_tool_calls
+from lanner.text.output_hermes import HermesParser
+from lanner.text.output_parse import parse_all
 from server_helpers import make_client
 
 MODEL = "fake-model.Q4_0"
@@ -296,20 +297,18 @@ def test_queue_status_and_metrics(fx):
     "a <tool_call>not json</tool_call>",
 ])
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
-def test_text_router_matches_whole_text_split(text, step):
-    r = TextRouter(think=True, tools=True)
-    pieces = []
+def test_hermes_parser_matches_whole_text(text, step):
+    p = HermesParser()
+    parts = []
     for i in range(0, len(text), step):
-        pieces += r.feed(text[i:i + step])
-    more, calls = r.finish()
-    pieces += more
-    thinking = "".join(t for k, t in pieces if k == "thinking")
-    content = "".join(t for k, t in pieces if k == "content")
-    want_thinking, want_content = split_thinking(text)
-    want_content, want_calls = split_tool_calls(want_content)
-    assert thinking.strip() == want_thinking
-    assert calls == want_calls
-    assert content.split() == want_content.split()
+        parts += p.feed(text[i:i + step])
+    parts += p.finish()
+    thinking = "".join(x.text for x in parts if x.kind == "thinking")
+    content = "".join(x.text for x in parts if x.kind == "content")
+    calls = [{"name": n.name, "arguments": e.arguments} for n, e in zip(
+        [x for x in parts if x.kind == "call_start"], [x for x in parts if x.kind == "call_end"])]
+    assert (thinking.strip(), content.strip() if calls else content, calls) == \
+        parse_all(HermesParser(), text)
 
 
 def test_schema_errors():

@@ -212,8 +212,9 @@ def _add_kv(w, key: str, val) -> None:
 
 
 def write_tiny_family(path, family: str, weight_type: str = "F32", skip_tensors=(),
-                      tensor_overrides=None, **kv) -> str:
-    """Write a tiny model of `family` (FAMILIES) to `path`. kv: '<arch>.<key>' suffixes."""
+                      tensor_overrides=None, chat_template: str | None = None, **kv) -> str:
+    """Write a tiny model of `family` (FAMILIES) to `path`. kv: '<arch>.<key>' suffixes;
+    chat_template: a tokenizer.chat_template to store (default none)."""
     arch, _vocab, (n_embd, n_head, n_head_kv, _hd, n_ff, n_layer), meta = _FAMILY[family]
     meta = {"embedding_length": n_embd, "block_count": n_layer, "feed_forward_length": n_ff,
             "attention.head_count": n_head, "attention.head_count_kv": n_head_kv, **meta, **kv}
@@ -225,6 +226,8 @@ def write_tiny_family(path, family: str, weight_type: str = "F32", skip_tensors=
             _add_kv(w, f"{arch}.{key}", val)
     for key, val in vocab.items():
         _add_kv(w, key, val)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     tensors = family_tensors(family, len(vocab["tokenizer.ggml.tokens"]))
     tensors.update(tensor_overrides or {})
     _write_tensors(w, tensors, skip_tensors, weight_type)
@@ -377,12 +380,14 @@ def _family_meta(arch: str) -> dict:
 
 
 def write_tiny_arch(path, arch: str, weight_type: str = "F32", expert_type: str | None = None,
-                      skip_tensors=(), tensor_overrides=None, **kv) -> str:
+                      skip_tensors=(), tensor_overrides=None, chat_template: str | None = None,
+                      **kv) -> str:
     """Write a tiny random `arch` model (one of FAMILY_ARCHS) with real tensor names and keys, and a
     byte-level vocabulary with the family's pre-tokenizer and special tokens.
     weight_type: GGML type of every weight matrix (>= 2-D; norms, biases, sinks stay F32);
     expert_type: type of the stacked expert matrices (default weight_type), e.g. MXFP4.
-    kv: metadata overrides by '<arch>.' suffix (value None = drop the key)."""
+    kv: metadata overrides by '<arch>.' suffix (value None = drop the key); chat_template: a
+    tokenizer.chat_template to store (default none)."""
     meta = _family_meta(arch)
     meta.update(kv)
     w = gguf.GGUFWriter(str(path), arch)
@@ -413,6 +418,8 @@ def write_tiny_arch(path, arch: str, weight_type: str = "F32", expert_type: str 
         w.add_eos_token_id(ids["<|im_end|>"])
         w.add_pad_token_id(ids["<|endoftext|>"])
     w.add_add_bos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     tensors = tiny_family_tensors(arch, len(tokens))
     tensors.update(tensor_overrides or {})
     for name, arr in tensors.items():

@@ -168,8 +168,8 @@ class LLM:
         """Token ids of the rendered chat: the template's markers parsed as special tokens, the
         messages' text always as plain text (a user who types `<|im_end|>` gets those
         characters, not the control token), BOS added once."""
-        return encode_chat(self.tokenizer, lambda ms: self.render_chat(
-            ms, tools, add_generation_prompt, **template_kwargs), messages)
+        return encode_chat(self.tokenizer, lambda ms, ts=None: self.render_chat(
+            ms, ts, add_generation_prompt, **template_kwargs), messages, tools)
 
     # ---- generation ---------------------------------------------------------------------------
 

@@ -169,6 +169,8 @@ class GenerateRequest:
     grammar: Optional[Grammar] = None  # constrain the output token by token (None = free text)
     report_queue: bool = False        # stream QueuedEvents while waiting for a slot
     id: Optional[str] = None          # set by the engine at submit if None
+    keep_special: frozenset = frozenset()  # special token ids whose text stays in the output
+                                           # (an output format's markers, e.g. <|channel|>)
 
 
 @dataclass

@@ -305,6 +305,7 @@ class Engine:
         req = w.req
         sampler = self._new_sampler(req.sampling)
         detok = self._new_detok(self._tok, list(req.stop))
+        detok.keep_special = req.keep_special  # the output format's markers stay in the text
         a = self._cache.acquire(req.prompt_tokens, req.session_id)
         return Slot(req=req, stream=w.stream, entry=a.entry, n_prompt=len(req.prompt_tokens),
                     n_cached=a.n_cached, sampler=sampler, detok=detok, grammar=w.grammar,

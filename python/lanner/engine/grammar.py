@@ -41,7 +41,27 @@ class _Vocab:
     def __call__(self, text) -> list[int]:
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")
-        return self._tok.encode(text, add_special=False, parse_special=False)
+        ids = self._tok.encode(text, add_special=False, parse_special=False)
+        if ids and getattr(self._tok, "add_space_prefix", False):
+            first = self.tokens[ids[0]]  # SentencePiece's dummy prefix is no part of the text
+            if first.startswith(b" ") and b"".join(self.tokens[i] for i in ids) == \
+                    b" " + text.encode("utf-8"):
+                ids = self._spell(first[1:]) + ids[1:]
+        return ids
+
+    def _spell(self, data: bytes) -> list[int]:
+        """Ids spelling `data`: the token with exactly these bytes, else one token per byte."""
+        if not data:
+            return []
+        if not hasattr(self, "_by_bytes"):
+            special = set(self.special_token_ids)
+            self._by_bytes: dict[bytes, int] = {}
+            for i, b in enumerate(self.tokens):
+                if i not in special and b:
+                    self._by_bytes.setdefault(b, i)
+        if data in self._by_bytes:
+            return [self._by_bytes[data]]
+        return [self._by_bytes[bytes([c])] for c in data if bytes([c]) in self._by_bytes]
 
 
 class GrammarCompiler:

@@ -3,9 +3,11 @@
 Owns: Piece (a content or thinking delta, with the tokens whose logprobs it carries), Ending
 (how a stream ends: the text released at the end, tool calls, the finish), Reply (a whole
 generation, post-processed as the request asked), the finish reason, a token's logprob text,
-and `stream`: the one driver that routes text, holds back tags, and turns engine failures into
-the dialect's terminal error event. JSON mode streams token by token like text: the engine's
-grammar makes the output valid as it is generated.
+and `stream`: the one driver that feeds each token's text to the model format's output parser
+(content and reasoning pieces, tool calls as start / argument fragments / end, reasoning tokens
+counted) and turns engine failures into the dialect's terminal error event; whole replies go
+through the same parser. JSON mode streams token by token like text: the engine's grammar
+makes the output valid as it is generated.
 Must not: build any dialect's JSON; an adapter's StreamRenderer turns parts into bytes.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from ..text.output_hermes import TextRouter, split_thinking, split_tool_calls
+from ..text.output_format import PARSERS
+from ..text.output_parse import CALL_END, CALL_START, CONTENT, THINKING, OutputParser, Part
 from ..types import FinishEvent, FinishReason, QueuedEvent, TokenEvent
 from .errors import ApiError, engine_error
 from .request import Call
@@ -32,8 +35,9 @@ class Piece:
 @dataclass
 class Ending:
     finish: FinishEvent
-    pieces: list[Piece]             # text released at the end, before any tool call
-    tool_calls: list[dict]          # [{"name": str, "arguments": dict}]
+    pieces: list[Piece]             # text released at the end
+    tool_calls: list[dict]          # every call of the reply: [{"name": str, "arguments": dict}]
+    reasoning_tokens: int = 0       # generated tokens spent in reasoning
 
     @property
     def reason(self) -> str:
@@ -50,6 +54,7 @@ class Reply:
     tool_calls: list[dict]
     tokens: list[TokenEvent]
     finish: FinishEvent
+    reasoning_tokens: int = 0
 
     @property
     def reason(self) -> str:
@@ -72,6 +77,47 @@ def token_text(ev: TokenEvent) -> str:
     return ev.text
 
 
+def new_parser(call: Call) -> OutputParser:
+    """The output parser of the call's model format, switched as the request asked."""
+    return PARSERS[call.output](think=call.think, tools=call.tools,
+                                thinking_open=call.thinking_open)
+
+
+class _Reader:
+    """Token texts through the parser: parts, the calls seen, reasoning tokens counted (a token
+    read while the reply is inside reasoning, its tags included)."""
+
+    def __init__(self, call: Call):
+        self.parser = new_parser(call)
+        self.calls: dict[int, dict] = {}
+        self.reasoning_tokens = 0
+        self.max_calls = call.max_calls
+
+    def token(self, text: str) -> list[Part]:
+        was = self.parser.in_reasoning
+        parts = self.parser.feed(text) if text else []
+        if was or self.parser.in_reasoning or any(p.kind == THINKING for p in parts):
+            self.reasoning_tokens += 1
+        return self._seen(parts)
+
+    def finish(self, text: str) -> list[Part]:
+        parts = self.parser.feed(text) if text else []
+        return self._seen(parts + self.parser.finish())
+
+    def _seen(self, parts: list[Part]) -> list[Part]:
+        if self.max_calls is not None:  # calls past the limit are dropped
+            parts = [p for p in parts if p.index < self.max_calls]
+        for p in parts:
+            if p.kind == CALL_START:
+                self.calls[p.index] = {"name": p.name, "arguments": {}}
+            elif p.kind == CALL_END:
+                self.calls[p.index]["arguments"] = p.arguments or {}
+        return parts
+
+    def tool_calls(self) -> list[dict]:
+        return [self.calls[i] for i in sorted(self.calls)]
+
+
 def whole_reply(call: Call, out: Collected) -> Reply:
     """Post-process a finished generation; ApiError 500 (the engine failed it) or 422 (JSON mode,
     the generation ended on its own - not at max_tokens - and the output is not the JSON asked
@@ -79,13 +125,16 @@ def whole_reply(call: Call, out: Collected) -> Reply:
     ev = out.finish
     if ev.reason is FinishReason.ERROR:
         raise engine_error(ev)
-    thinking, text = split_thinking(out.text) if call.think else ("", out.text)
-    calls: list[dict] = []
-    if call.tools:
-        text, calls = split_tool_calls(text)
-    if call.json is not None and ev.reason is FinishReason.STOP:
-        text = check_output(text, call.json)
-    return Reply(thinking, text, calls, out.tokens, ev)
+    if call.json is not None:  # JSON mode: the text is the reply (no reasoning or calls)
+        text = check_output(out.text, call.json) if ev.reason is FinishReason.STOP else out.text
+        return Reply("", text, [], out.tokens, ev)
+    r = _Reader(call)
+    parts = [p for t in out.tokens for p in r.token(t.text)] + r.finish(ev.text)
+    calls = r.tool_calls()
+    thinking = "".join(p.text for p in parts if p.kind == THINKING)
+    text = "".join(p.text for p in parts if p.kind == CONTENT)
+    return Reply(thinking.strip(), text.strip() if calls else text, calls, out.tokens, ev,
+                 r.reasoning_tokens)
 
 
 class StreamRenderer:
@@ -104,6 +153,9 @@ class StreamRenderer:
     def piece(self, p: Piece) -> Iterable[bytes]:  # a delta
         raise NotImplementedError
 
+    def tool(self, p: Part) -> Iterable[bytes]:  # a tool call's start, argument text or end
+        return ()                                 # (the calls also come whole in end())
+
     def end(self, e: Ending) -> Iterable[bytes]:  # the finish: final text, tool calls, usage
         raise NotImplementedError
 
@@ -115,8 +167,8 @@ class StreamRenderer:
 
 
 def stream(call: Call, events: Iterable, r: StreamRenderer) -> Iterator[bytes]:
-    """Bytes of a streamed reply, a part as soon as the router releases it."""
-    router = TextRouter(think=call.think, tools=call.tools)
+    """Bytes of a streamed reply, a part as soon as the parser releases it."""
+    reader = None if call.json is not None else _Reader(call)  # JSON mode: text as it comes
     yield from r.head()
     for ev in events:
         if isinstance(ev, QueuedEvent):
@@ -126,13 +178,31 @@ def stream(call: Call, events: Iterable, r: StreamRenderer) -> Iterator[bytes]:
             if ev.reason is FinishReason.ERROR:
                 yield from r.error(engine_error(ev))
                 break
-            pieces = router.feed(ev.text) if ev.text else []
-            more, calls = router.finish()
-            yield from r.end(Ending(ev, [Piece(k, t) for k, t in pieces + more], calls))
+            parts = reader.finish(ev.text) if reader else _text(ev.text)
+            pieces: list[Piece] = []
+            if any(p.kind not in (CONTENT, THINKING) for p in parts):
+                yield from _parts(r, parts, None)  # calls too: everything in order
+            else:
+                pieces = [Piece(p.kind, p.text) for p in parts if p.text]
+            calls = reader.tool_calls() if reader else []
+            yield from r.end(Ending(ev, pieces, calls, reader.reasoning_tokens if reader else 0))
             break
-        pieces = router.feed(ev.text)
-        if not pieces and call.logprobs:
-            pieces = [("content", "")]  # the token's logprob goes out even while its text is held
-        for i, (kind, text) in enumerate(pieces):
-            yield from r.piece(Piece(kind, text, [ev] if call.logprobs and i == 0 else []))
+        parts = reader.token(ev.text) if reader else _text(ev.text)
+        if not any(p.kind in (CONTENT, THINKING) for p in parts) and call.logprobs:
+            parts = [Part(CONTENT, "")] + parts  # the token's logprob goes out even while held
+        yield from _parts(r, parts, ev if call.logprobs else None)
     yield from r.done()
+
+
+def _text(text: str) -> list[Part]:
+    return [Part(CONTENT, text)] if text else []
+
+
+def _parts(r: StreamRenderer, parts: list[Part], ev) -> Iterator[bytes]:
+    """Each part to the renderer; the token's logprobs ride on its first text piece."""
+    for p in parts:
+        if p.kind in (CONTENT, THINKING):
+            yield from r.piece(Piece(p.kind, p.text, [ev] if ev is not None else []))
+            ev = None
+        else:
+            yield from r.tool(p)

@@ -2,8 +2,9 @@
 
 Owns: typed field readers (each 400 names the field by its dotted path, as the dialect spells
 it), the seed convention (negative = random), the sampling merge, the message-array walk, the
-one template call (JSON-mode instruction and the thinking switch included), the completion
-budget, and Call: the parsed request (GenerateRequest + what the reply side needs).
+one template call (JSON-mode instruction, thinking switch, tools and tool turns included), the
+model's output format (prepare_output: its parser, markers kept, an open reasoning block), the
+completion budget, and Call: the parsed request (GenerateRequest + what the reply side needs).
 Must not: know a dialect's field names (adapters pass paths in), render replies, or submit.
 """
 
@@ -16,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ..text import tool_prompt
+from ..text.output_format import PARSERS, choose_format
 from ..types import GenerateRequest, SamplingParams, ValidationError
 from .errors import ApiError, bad_request
 from .structured import JsonFormat, with_instruction
@@ -168,9 +171,11 @@ def text_chars(messages: list[dict]) -> int:
 
 def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
                 think: Optional[bool] = None, json: Optional[JsonFormat] = None,
-                param: str = "messages") -> list[int]:
+                param: str = "messages", effort: Optional[str] = None) -> list[int]:
     """Prompt token ids: the JSON-mode instruction added, the thinking switch passed to the
-    template (None = the template's default), the model's chat template rendered and tokenized.
+    template (None = the template's default; `effort`: Harmony's reasoning effort), tools and
+    tool turns as the template expects them (or, for a template without tool support, as text
+    in the model's own format), the model's chat template rendered and tokenized.
     A template that rejects the messages (e.g. a role it does not support) is the client's 400.
     Counts are bounded before rendering: every message and tool costs at least one token, so
     more of them than the context has tokens can never fit."""
@@ -183,12 +188,46 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
     check_prompt_chars(backend, text_chars(messages), param)
     if json is not None:
         messages = with_instruction(messages, json)
+    messages = tool_prompt.tool_names(messages)
+    has_turns = any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+    if (tools or has_turns) and not tool_prompt.handles_tools(
+            str((getattr(backend, "metadata", None) or {}).get("chat_template") or "")):
+        messages = tool_prompt.fallback(output_format(backend), messages, tools)
     kwargs = {} if think is None else {"enable_thinking": think}
+    if effort is not None:
+        kwargs["reasoning_effort"] = effort
     try:
         return list(backend.chat_tokens(messages, tools=tools or None, add_generation_prompt=True,
                                         **kwargs))
     except ValueError as e:  # ChatTemplateError
         raise bad_request(param, f"the chat template rejected the messages: {e}") from None
+
+
+def output_format(backend) -> str:
+    """The model's output format (a key of text.output_format.PARSERS)."""
+    meta = getattr(backend, "metadata", None) or {}
+    tok = getattr(backend, "tokenizer", None)
+    has = (lambda t: tok.token_id(t) is not None) if hasattr(tok, "token_id") else None
+    return choose_format(str(meta.get("architecture") or ""), str(meta.get("chat_template") or ""),
+                         has)
+
+
+def prepare_output(call: "Call", backend) -> None:
+    """Before submitting: the reply's parser (the model's format), whether the prompt left a
+    reasoning block open, and the format's special tokens kept in the generated text."""
+    call.output = output_format(backend)
+    cls = PARSERS[call.output]
+    tok = getattr(backend, "tokenizer", None)
+    if hasattr(tok, "token_id") and hasattr(tok, "is_special"):
+        ids = (tok.token_id(t) for t in cls.tags)
+        call.request.keep_special = frozenset(i for i in ids if i is not None and tok.is_special(i))
+    opener = getattr(cls, "think_tags", None) or (("<think>",) if call.output == "hermes" else None)
+    if call.think and opener and call.request.prompt_tokens:
+        try:
+            tail = backend.detokenize(call.request.prompt_tokens[-16:], skip_special=False)
+        except TypeError:
+            tail = backend.detokenize(call.request.prompt_tokens[-16:])
+        call.thinking_open = tail.rstrip().endswith(opener[0])
 
 
 def completion_budget(requested: Optional[int], n_prompt: int, n_ctx: int, default: int) -> int:
@@ -218,5 +257,8 @@ class Call:
     logprobs: bool = False          # render per-token logprobs
     prompt_param: str = "messages"  # the field a context overflow is blamed on
     options: dict = field(default_factory=dict)  # the dialect's own rendering switches
+    output: str = "hermes"          # the model's output format (set by prepare_output)
+    max_calls: Optional[int] = None  # tool calls kept per reply (OpenAI parallel_tool_calls=false: 1)
+    thinking_open: bool = False     # the prompt ends inside a reasoning block
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])

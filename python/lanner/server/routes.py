@@ -19,7 +19,7 @@ from .context import ServerContext
 from .dialect import is_google_client
 from .errors import RETRY_AFTER_S, ApiError, from_exception
 from .reply import whole_reply
-from .request import Call
+from .request import Call, prepare_output
 from .streaming import ResponseBody, TrackedEvents, collect, dumps
 
 MAX_JSON_DEPTH = 100  # nesting levels of a request body (objects and arrays; a schema may use 64)
@@ -75,6 +75,7 @@ def run_call(req: falcon.Request, resp: falcon.Response, ctx: ServerContext, cal
              dialect: str, render: Callable, stream: Callable, content_type: str) -> None:
     """Submit one parsed call and answer with the whole reply or a stream of it. Until the
     reply is over, a client that closes its connection aborts the request."""
+    prepare_output(call, ctx.backend)
     try:
         rs = ctx.submit(call.request, dialect)
     except ContextOverflowError as e:

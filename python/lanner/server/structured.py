@@ -59,10 +59,13 @@ def with_instruction(messages: list[dict], fmt: JsonFormat) -> list[dict]:
 
 # ---- a forced tool call (OpenAI tool_choice "required" or a named function) ----
 
-def tool_call_grammar(tools: list, names: Optional[list[str]], path: str) -> Grammar:
-    """The reply is one `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block (the
-    Hermes format the output parser reads) calling one of `names` (None = any of `tools`) with
-    arguments that satisfy its parameters schema."""
+def tool_call_grammar(tools: list, names: Optional[list[str]], path: str,
+                      fmt: str = "hermes") -> Grammar:
+    """The reply is one call, in the model's output format `fmt` (the one its parser reads),
+    of one of `names` (None = any of `tools`) with arguments that satisfy its parameters
+    schema: hermes `<tool_call>{"name", "arguments"}</tool_call>`, llama3 `{"name",
+    "parameters"}`, mistral `[TOOL_CALLS][{"name", "arguments"}]`, harmony a commentary message
+    to=functions.NAME, generic `{"name", "arguments"}`."""
     by_name: dict[str, Any] = {}
     for i, t in enumerate(tools):
         fn = t.get("function") if isinstance(t, dict) else None
@@ -75,11 +78,29 @@ def tool_call_grammar(tools: list, names: Optional[list[str]], path: str) -> Gra
     for n in names or ():
         if n not in by_name:
             raise bad_request("tool_choice", f"names no tool of the request: {n!r}")
-    calls = [{"type": "object", "properties": {"name": {"const": n}, "arguments": by_name[n]},
-              "required": ["name", "arguments"], "additionalProperties": False}
-             for n in (names or list(by_name))]
-    schema = json.dumps({"anyOf": calls, "x-guidance": JSON_STYLE}, separators=(",", ":"))
-    return Grammar("lark", 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + schema)
+    chosen = names or list(by_name)
+    if fmt == "harmony":
+        rules = [f"c{i}: " + json.dumps(f"<|channel|>commentary to=functions.{n} <|constrain|>json"
+                                        "<|message|>") + " %json " + _dumps(by_name[n])
+                 for i, n in enumerate(chosen)]
+        return Grammar("lark", "start: " + " | ".join(f"c{i}" for i in range(len(chosen))) +
+                       "\n" + "\n".join(rules))
+    key = "parameters" if fmt == "llama3" else "arguments"
+    calls = [{"type": "object", "properties": {"name": {"const": n}, key: by_name[n]},
+              "required": ["name", key], "additionalProperties": False} for n in chosen]
+    schema = _dumps({"anyOf": calls})
+    if fmt == "hermes":
+        return Grammar("lark", 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + schema)
+    if fmt == "mistral":
+        return Grammar("lark", 'start: "[TOOL_CALLS][" call "]"\ncall: %json ' + schema)
+    return Grammar("lark", "start: call\ncall: %json " + schema)
+
+
+def _dumps(schema: Any) -> str:
+    """A schema for llguidance's %json, in the compact JSON style its output takes."""
+    if isinstance(schema, dict):
+        schema = {**schema, "x-guidance": JSON_STYLE}
+    return json.dumps(schema, separators=(",", ":"))
 
 
 # ---- Gemini's Schema (an OpenAPI 3.0 subset) -> JSON Schema ----

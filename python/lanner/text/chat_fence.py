@@ -1,7 +1,8 @@
 """Message text stays text: a special token's spelling inside a chat message never becomes a
 control token (no forged `<|im_end|><|im_start|>system` turns).
 
-Owns: fencing. Before the template renders, each place a message's text spells a token that
+Owns: fencing. Before the template renders, each place a message's text (its content, the
+strings inside its tool calls, and the tool definitions) spells a token that
 parses as special is wrapped in a per-render fence (private-use characters around a random
 nonce); after rendering, the text is tokenized piecewise: outside fences with special-token
 parsing (the template's own markers), inside fences as the plain characters they are.
@@ -15,6 +16,7 @@ import secrets
 from typing import Any, Optional, Sequence
 
 _TEXT_KEYS = ("content", "reasoning_content", "thinking")  # message fields that hold text
+_DEEP_KEYS = ("tool_calls", "name", "tool_name", "tool_call_id")  # fields with text inside
 
 
 class Fence:
@@ -41,8 +43,18 @@ class Fence:
         return v
 
     def messages(self, messages: Sequence[dict]) -> list[dict]:
-        return [{k: (self.value(v) if k in _TEXT_KEYS else v) for k, v in m.items()}
-                if isinstance(m, dict) else m for m in messages]
+        return [{k: (self.value(v) if k in _TEXT_KEYS else self.deep(v) if k in _DEEP_KEYS else v)
+                 for k, v in m.items()} if isinstance(m, dict) else m for m in messages]
+
+    def deep(self, v: Any) -> Any:
+        """Every string inside v (tool calls' names and arguments, tool definitions) fenced."""
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {self.deep(k) if isinstance(k, str) else k: self.deep(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self.deep(x) for x in v]
+        return v
 
     def split(self, rendered: str) -> list[tuple[str, bool]]:
         """(segment, fenced) pairs in order; fenced segments are message text. A marker a
@@ -67,12 +79,16 @@ def special_pattern(texts: Sequence[str]) -> Optional["re.Pattern[str]"]:
     return re.compile("|".join(map(re.escape, texts))) if texts else None
 
 
-def encode_chat(tokenizer, render, messages: Sequence[dict]) -> list[int]:
-    """Token ids of `render(messages)` (the chat template), message text fenced; BOS added once
-    (not when the template wrote it)."""
+def encode_chat(tokenizer, render, messages: Sequence[dict], tools: Optional[list] = None) -> list[int]:
+    """Token ids of `render(messages)` (the chat template; `render(messages, tools)` when tools
+    are given), message text, tool calls and tool definitions fenced; BOS added once (not when
+    the template wrote it)."""
     pattern = tokenizer.special_pattern
     fence = Fence(pattern) if pattern is not None else None
-    text = render(fence.messages(messages) if fence else messages)
+    if fence is not None:
+        messages = fence.messages(messages)
+        tools = fence.deep(tools) if tools is not None else None
+    text = render(messages) if tools is None else render(messages, tools)
     bos = tokenizer.bos_text
     add_bos = not (bool(bos) and text.startswith(bos))  # the template wrote BOS itself
     if fence is None or not fence.used:

@@ -117,6 +117,54 @@ PHI3_TEMPLATE = """\
 """
 
 
+# Harmony (gpt-oss): "<|start|>{role}<|message|>{text}<|end|>" messages; a system message with
+# the reasoning effort and the channels, a developer message with the instructions (the system
+# messages' text) and the tools (JSON Schema per function), assistant replies in the `final`
+# channel, tool calls in `commentary` addressed to=functions.NAME ending in <|call|>, tool
+# results from functions.NAME to=assistant; "<|start|>assistant" asks for the reply.
+HARMONY_TEMPLATE = """\
+{%- macro text(content) -%}
+  {%- if content is string -%}{{ content }}
+  {%- elif content is iterable -%}
+    {%- for part in content -%}{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}{%- endfor -%}
+  {%- endif -%}
+{%- endmacro -%}
+{{- '<|start|>system<|message|>Reasoning: ' ~ (reasoning_effort or 'medium') ~ '\\n\\n'
+    ~ '# Valid channels: analysis, commentary, final. Channel must be included for every message.' -}}
+{%- if tools -%}{{- '\\nCalls to these tools must go to the commentary channel: \\'functions\\'.' -}}{%- endif -%}
+{{- '<|end|>' -}}
+{%- set ns = namespace(instructions='') -%}
+{%- for m in messages -%}
+  {%- if m.role in ('system', 'developer') -%}{%- set ns.instructions = ns.instructions ~ text(m.content) ~ '\\n' -%}{%- endif -%}
+{%- endfor -%}
+{%- if ns.instructions or tools -%}
+  {{- '<|start|>developer<|message|>' -}}
+  {%- if ns.instructions -%}{{- '# Instructions\\n\\n' ~ ns.instructions | trim ~ '\\n\\n' -}}{%- endif -%}
+  {%- if tools -%}
+    {{- '# Tools\\n\\n## functions\\n\\nnamespace functions {\\n' -}}
+    {%- for t in tools -%}{%- set f = t.function if t.function is defined else t -%}
+      {{- '\\n// ' ~ (f.description or '') ~ '\\ntype ' ~ f.name ~ ' = (_: ' ~ (f.parameters or {}) | tojson ~ ') => any;\\n' -}}
+    {%- endfor -%}
+    {{- '\\n} // namespace functions' -}}
+  {%- endif -%}
+  {{- '<|end|>' -}}
+{%- endif -%}
+{%- for m in messages -%}
+  {%- if m.role == 'user' -%}{{- '<|start|>user<|message|>' ~ text(m.content) ~ '<|end|>' -}}
+  {%- elif m.role == 'assistant' -%}
+    {%- if m.content and text(m.content) -%}{{- '<|start|>assistant<|channel|>final<|message|>' ~ text(m.content) ~ '<|end|>' -}}{%- endif -%}
+    {%- for c in m.tool_calls or [] -%}{%- set f = c.function if c.function is defined else c -%}
+      {{- '<|start|>assistant<|channel|>commentary to=functions.' ~ f.name ~ ' <|constrain|>json<|message|>'
+          ~ (f.arguments if f.arguments is string else (f.arguments or {}) | tojson) ~ '<|call|>' -}}
+    {%- endfor -%}
+  {%- elif m.role == 'tool' -%}
+    {{- '<|start|>functions.' ~ (m.name or 'tool') ~ ' to=assistant<|channel|>commentary<|message|>' ~ text(m.content) ~ '<|end|>' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|start|>assistant' }}{%- endif -%}
+"""
+
+
 # ---- the Jinja environment -----------------------------------------------------------------
 
 class _GenerationBlock(Extension):
@@ -184,7 +232,7 @@ class ChatTemplate:
     def __init__(self, source: str, *, bos_token: Optional[str] = None, eos_token: Optional[str] = None,
                  name: str = "custom"):
         self.source = source
-        self.name = name  # "file" (from the GGUF), "gemma", "llama3", "phi3", "chatml" or "custom"
+        self.name = name  # "file" (from the GGUF), "gemma", "harmony", "llama3", "phi3", "chatml" or "custom"
         self.bos_token = bos_token
         self.eos_token = eos_token
         try:
@@ -197,7 +245,8 @@ class ChatTemplate:
     @classmethod
     def from_metadata(cls, meta: dict, tokenizer: Any = None, name: Optional[str] = None) -> "ChatTemplate":
         """The file's `tokenizer.chat_template` (or `tokenizer.chat_template.<name>`), else a built-in:
-        Gemma for architectures gemma/gemma2/gemma3; Llama 3 headers for a vocabulary with
+        Gemma for architectures gemma/gemma2/gemma3; Harmony for gpt-oss (or a vocabulary with
+        <|channel|>, <|message|>, <|call|>); Llama 3 headers for a vocabulary with
         <|start_header_id|> and <|eot_id|>; Phi-3 tags for architecture phi3 or a vocabulary with
         <|assistant|> and <|end|>; ChatML otherwise."""
         bos = getattr(tokenizer, "bos_text", None)
@@ -212,6 +261,8 @@ class ChatTemplate:
         if arch in GEMMA_ARCHS:
             return cls(GEMMA_TEMPLATE, bos_token=bos, eos_token=eos, name="gemma")
         has = _vocabulary_has(meta, tokenizer)
+        if arch == "gpt-oss" or has("<|channel|>", "<|message|>", "<|call|>"):
+            return cls(HARMONY_TEMPLATE, bos_token=bos, eos_token=eos, name="harmony")
         if has("<|start_header_id|>", "<|eot_id|>"):
             return cls(LLAMA3_TEMPLATE, bos_token=bos, eos_token=eos, name="llama3")
         if arch == "phi3" or has("<|assistant|>", "<|end|>"):

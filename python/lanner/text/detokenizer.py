@@ -33,12 +33,13 @@ class Detokenizer:
         self._held = ""  # decoded text not yet released: a possible stop-string start (chars)
         self._strip_space = at_text_start and bool(getattr(tokenizer, "add_space_prefix", False))
         self.stopped = False
+        self.keep_special: frozenset = frozenset()  # special ids whose text is kept (markers)
 
     def push(self, token_id: int) -> str:
         """Add one generated token; return the text released by it (often "")."""
         if self.stopped:
             return ""
-        if self._skip_special and self._tok.is_special(token_id):
+        if self._skip_special and self._tok.is_special(token_id) and token_id not in self.keep_special:
             return ""
         return self._release(self._utf8.decode(self._tok.token_bytes(token_id), final=False))
 

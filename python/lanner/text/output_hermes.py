@@ -1,152 +1,115 @@
-"""Hermes / Qwen-style model output: `<think>...</think>` reasoning and
-`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks in generated text.
+"""Hermes / Qwen-style model output: `<think>...</think>` reasoning, then content with any number
+of `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks.
 
-Owns: splitting a whole reply (split_thinking, split_tool_calls) and the streaming split
-(TextRouter: content / thinking deltas, partial tags held back, tool-call blocks returned whole).
-Must not: know any HTTP dialect; malformed blocks stay content, never raise.
+Owns: HermesParser, a streaming state machine (partial tags held back; a call's name as soon as
+it is complete, its arguments as they are generated). Reasoning opens with a leading `<think>`
+(or the prompt opened it: thinking_open); a reply that ends inside it is all reasoning.
+Must not: know any HTTP dialect; a block that is not a call object stays content, never raises.
 """
 
 from __future__ import annotations
 
-import json
-import re
+from .output_parse import CallReader, OutputParser, Part, find_tag, partial_suffix
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+_WS = " \t\r\n"
 
 
-def split_thinking(text: str) -> tuple[str, str]:
-    """(thinking, content). A reply that opens with <think> (or has only a closing </think>,
-    when the template opened it) has its reasoning split off."""
-    s = text.lstrip()
-    if s.startswith(THINK_OPEN):
-        s = s[len(THINK_OPEN):]
-        if THINK_CLOSE in s:
-            thinking, content = s.split(THINK_CLOSE, 1)
-            return thinking.strip(), content.lstrip()
-        return s.strip(), ""
-    if THINK_CLOSE in text and THINK_OPEN not in text:
-        thinking, content = text.split(THINK_CLOSE, 1)
-        return thinking.strip(), content.lstrip()
-    return "", text
+class HermesParser(OutputParser):
+    format = "hermes"
+    tags = (THINK_OPEN, THINK_CLOSE, TOOL_OPEN, TOOL_CLOSE)
 
-
-_TOOL_RE = re.compile(re.escape(TOOL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CLOSE) + r"|$)", re.S)
-
-
-def split_tool_calls(text: str) -> tuple[str, list[dict]]:
-    """(content, calls): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks
-    become {"name", "arguments": dict}; blocks that are not such JSON stay in the content."""
-    calls: list[dict] = []
-
-    def take(m: re.Match) -> str:
-        try:
-            obj = json.loads(m.group(1).strip())
-        except ValueError:
-            return m.group(0)
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            return m.group(0)
-        args = obj.get("arguments", obj.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                args = {"value": args}
-        calls.append({"name": obj["name"], "arguments": args if isinstance(args, dict) else {}})
-        return ""
-
-    content = _TOOL_RE.sub(take, text) if TOOL_OPEN in text else text
-    return (content.strip() if calls else content), calls
-
-
-class TextRouter:
-    """Streaming split of generated text into ('content' | 'thinking', delta) pieces, holding
-    back tool-call blocks (returned whole by finish()). A partial tag at the end of a delta is
-    held until the next delta decides it."""
-
-    def __init__(self, think: bool, tools: bool):
-        self.think, self.tools = think, tools
-        self.mode = "start" if think else "content"  # start | thinking | content | tool
+    def __init__(self, think: bool = True, tools: bool = True, thinking_open: bool = False):
+        super().__init__(think, tools, thinking_open)
+        self.mode = "thinking" if self.in_reasoning else ("start" if think else "content")
         self.buf = ""
-        self.tool_text = ""
+        self.call: CallReader | None = None
+        self.block = ""  # text of the current <tool_call> block (for a fall back to content)
 
-    def _tags(self) -> list[str]:
-        tags = []
-        if self.mode in ("start", "thinking") and self.think:
-            tags.append(THINK_CLOSE if self.mode == "thinking" else THINK_OPEN)
-            if self.mode == "start":
-                tags.append(THINK_CLOSE)
-        if self.tools and self.mode in ("content", "start"):
-            tags.append(TOOL_OPEN)
-        if self.mode == "tool":
-            tags.append(TOOL_CLOSE)
-        return tags
-
-    def feed(self, delta: str) -> list[tuple[str, str]]:
+    def feed(self, delta: str) -> list[Part]:
         self.buf += delta
-        out: list[tuple[str, str]] = []
-        while self.buf:
-            if self.mode == "start":
-                stripped = self.buf.lstrip()
-                if not stripped:
-                    return out
-                if THINK_OPEN.startswith(stripped) and len(stripped) < len(THINK_OPEN):
-                    return out  # maybe the start of <think>
-                if stripped.startswith(THINK_OPEN):
-                    self.buf = stripped[len(THINK_OPEN):]
-                    self.mode = "thinking"
-                    continue
-                self.mode = "content"
-                # a template that opened <think> itself: text up to a bare </think> is thinking
-                if THINK_CLOSE in self.buf:
-                    thinking, self.buf = self.buf.split(THINK_CLOSE, 1)
-                    out.append(("thinking", thinking))
-                    continue
-            tags = self._tags()
-            hit = min(((self.buf.find(t), t) for t in tags if t in self.buf), default=None)
-            if hit is not None:
-                i, tag = hit
-                self._emit(out, self.buf[:i])
-                self.buf = self.buf[i + len(tag):]
-                if tag == THINK_CLOSE:
-                    self.mode = "content"
-                elif tag == TOOL_OPEN:
-                    self.mode = "tool"
-                    self.tool_text += TOOL_OPEN
-                elif tag == TOOL_CLOSE:
-                    self.tool_text += TOOL_CLOSE
-                    self.mode = "content"
-                continue
-            keep = max((_partial_suffix(self.buf, t) for t in tags), default=0)
-            self._emit(out, self.buf[:len(self.buf) - keep])
-            self.buf = self.buf[len(self.buf) - keep:]
-            return out
+        out: list[Part] = []
+        while self.buf and self._step(out):
+            pass
         return out
 
-    def _emit(self, out: list, text: str) -> None:
-        if not text:
-            return
-        if self.mode == "tool":
-            self.tool_text += text
-        else:
-            out.append(("thinking" if self.mode == "thinking" else "content", text))
-
-    def finish(self) -> tuple[list[tuple[str, str]], list[dict]]:
-        """Flush held text; the tool calls parsed from every held-back block."""
-        out: list[tuple[str, str]] = []
-        rest, self.buf = self.buf, ""
+    def _step(self, out: list[Part]) -> bool:
+        """Consume from buf; False when the rest must wait for more text."""
         if self.mode == "start":
-            self.mode = "content"
-        self._emit(out, rest)
-        leftover, calls = split_tool_calls(self.tool_text) if self.tool_text else ("", [])
-        if leftover.strip():
-            out.append(("content", leftover))
-        return out, calls
+            s = self.buf.lstrip(_WS)
+            if not s or (THINK_OPEN.startswith(s) and s != THINK_OPEN):
+                return False
+            if s.startswith(THINK_OPEN):
+                self.buf, self.mode, self.in_reasoning = s[len(THINK_OPEN):], "thinking", True
+            else:
+                self.mode = "content"
+            return True
+        if self.mode == "thinking":
+            return self._until(out, THINK_CLOSE, self._thinking, "content")
+        if self.mode == "content":
+            if not self.tools:
+                self._content(out, self.buf)
+                self.buf = ""
+                return False
+            return self._until(out, TOOL_OPEN, self._content, "call")
+        if self.mode == "call":
+            return self._call_chars(out)
+        # after_call: whitespace, then </tool_call> (tolerated when missing)
+        s = self.buf.lstrip(_WS)
+        if not s or (TOOL_CLOSE.startswith(s) and s != TOOL_CLOSE):
+            return False
+        self.buf = s[len(TOOL_CLOSE):] if s.startswith(TOOL_CLOSE) else s
+        self.mode = "content"
+        return True
 
+    def _until(self, out: list[Part], tag: str, emit, next_mode: str) -> bool:
+        i, _ = find_tag(self.buf, (tag,))
+        if i < 0:
+            keep = partial_suffix(self.buf, (tag,))
+            emit(out, self.buf[:len(self.buf) - keep])
+            self.buf = self.buf[len(self.buf) - keep:]
+            return False
+        emit(out, self.buf[:i])
+        self.buf = self.buf[i + len(tag):]
+        if tag == THINK_CLOSE:
+            self.in_reasoning, self._lstrip = False, True
+        if next_mode == "call":
+            self.call, self.block = CallReader(self), tag
+        self.mode = next_mode
+        return True
 
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of tag."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
+    def _call_chars(self, out: list[Part]) -> bool:
+        for n, c in enumerate(self.buf):
+            state = self.call.push(c, out)
+            if state == "reading":
+                self.block += c
+                continue
+            if state == "done":
+                self.buf, self.mode = self.buf[n + 1:], "after_call"
+                return True
+            self._bad(out)
+            self.buf = self.buf[n:]
+            return True
+        self.buf = ""
+        return False
+
+    def _bad(self, out: list[Part]) -> None:
+        """The block is not a call object: its text is content (a call already started is
+        closed with the arguments read so far)."""
+        if not self.call.close(out):
+            self._content(out, self.block)
+        self.call, self.block, self.mode = None, "", "content"
+
+    def finish(self) -> list[Part]:
+        out: list[Part] = []
+        rest, self.buf = self.buf, ""  # text no tag can complete now
+        if self.mode == "thinking":
+            self._thinking(out, rest)
+        elif self.mode in ("start", "content"):
+            self._content(out, rest)
+        elif self.mode == "call":
+            self._bad(out)
+        self._flush_ws(out)
+        self.mode = "content"
+        return out

@@ -19,10 +19,13 @@ from ...types import FinishEvent, FinishReason, GenerateRequest, Grammar, Sampli
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply
+from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
                        opt_number, opt_seed, opt_stop, opt_str, require_object)
 from ..streaming import SSE_DONE, sse
 from ..structured import JsonFormat, from_gemini_schema, grammar_of
+from .gemini_tools import (function_call_parts, parse_tools, thinking_config, tool_turns,
+                           has_call_parts)
 
 ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
 
@@ -82,8 +85,11 @@ def _messages(body: dict) -> list[dict]:
         role = (c.get("role") if isinstance(c, dict) else None) or \
             ("user" if prev == "model" else "model")
         prev = role
-        if role not in ("user", "model"):
+        if role not in ("user", "model", "function", "tool"):
             raise bad_request(f"contents[{i}].role", f"must be 'user' or 'model', got {role!r}")
+        if isinstance(c, dict) and has_call_parts(c):
+            messages += tool_turns(c, role, f"contents[{i}]")
+            continue
         messages.append({"role": "assistant" if role == "model" else "user",
                          "content": _text_of(c, f"contents[{i}]")})
     return messages
@@ -155,15 +161,28 @@ def parse_generate(body, ctx, model: str, stream: bool, alt_sse: bool) -> Call:
     body = _norm(require_object(body))
     name = ctx.check_model(model)
     sampling, max_out, stop, fmt, grammar = _config(body, ctx.settings.sampling_defaults("gemini"))
-    tokens = chat_prompt(ctx.backend, _messages(body), json=fmt, param="contents")
+    tools, forced = parse_tools(body, ctx)
+    think, include_thoughts, effort = thinking_config(body)
+    if fmt is not None and tools:
+        raise bad_request("tools", "cannot be combined with a JSON response (responseMimeType "
+                                   "application/json): the reply is either JSON or calls")
+    if fmt is not None and (include_thoughts or think):
+        raise bad_request("generationConfig.thinkingConfig",
+                          "cannot be combined with a JSON response: the grammar allows no reasoning")
+    if forced is not None:
+        grammar = forced
+    tokens = chat_prompt(ctx.backend, _messages(body), json=fmt, param="contents", tools=tools,
+                         think=think, effort=effort)
     session = opt_str(body, "sessionId", "sessionId")
     req = GenerateRequest(prompt_tokens=tokens, sampling=sampling, stop=stop,
                           max_tokens=completion_budget(max_out, len(tokens), ctx.n_ctx,
                                                        ctx.settings.default_max_tokens("gemini")),
                           session_id=session or None, grammar=grammar)
     return Call(request=req, model=name[len("models/"):] if name.startswith("models/") else name,
-                stream=stream, json=fmt, prompt_param="contents", options={"alt_sse": alt_sse},
-                grammar_param=fmt.param if fmt is not None else
+                stream=stream, json=fmt, prompt_param="contents",
+                options={"alt_sse": alt_sse, "include_thoughts": include_thoughts},
+                think=fmt is None, tools=bool(tools),
+                grammar_param=fmt.param if fmt is not None else "tools" if forced is not None else
                 ("generationConfig.responseSchema" if grammar is not None else None))
 
 
@@ -175,7 +194,8 @@ def parse_count_tokens(body, ctx, model: str) -> list[int]:
     inner = body.get("generateContentRequest")
     if isinstance(inner, dict):
         body = _norm(inner)
-    return chat_prompt(ctx.backend, _messages(body), param="contents")
+    return chat_prompt(ctx.backend, _messages(body), param="contents",
+                       tools=parse_tools(body, ctx)[0])
 
 
 def render_count_tokens(tokens: list[int]) -> dict:
@@ -188,41 +208,79 @@ def _finish_reason(ev: FinishEvent) -> str:
     return "MAX_TOKENS" if ev.reason is FinishReason.LENGTH else "STOP"
 
 
-def _usage(ev: FinishEvent) -> dict:
+def _usage(ev: FinishEvent, thoughts: int = 0) -> dict:
     u = ev.usage
-    out = {"promptTokenCount": u.prompt_tokens, "candidatesTokenCount": u.completion_tokens,
+    out = {"promptTokenCount": u.prompt_tokens, "candidatesTokenCount": u.completion_tokens - thoughts,
            "totalTokenCount": u.total_tokens}
+    if thoughts:
+        out["thoughtsTokenCount"] = thoughts
     if u.cached_tokens:
         out["cachedContentTokenCount"] = u.cached_tokens
     return out
 
 
-def _candidate(text: str, finish: Optional[FinishEvent]) -> dict:
-    cand = {"content": {"parts": [{"text": text}], "role": "model"}}
+def _candidate(parts: list[dict], finish: Optional[FinishEvent]) -> dict:
+    cand = {"content": {"parts": parts or [{"text": ""}], "role": "model"}}
     if finish is not None:
         cand["finishReason"] = _finish_reason(finish)
     cand["index"] = 0
     return cand
 
 
-def _response(call: Call, text: str, finish: FinishEvent) -> dict:
-    return {"candidates": [_candidate(text, finish)], "promptFeedback": {"safetyRatings": []},
-            "usageMetadata": _usage(finish), "modelVersion": call.model}
+def _parts(call: Call, thinking: str, text: str, calls: list[dict]) -> list[dict]:
+    """A reply's parts: its thoughts (when asked for), its text, its function calls."""
+    parts = []
+    if thinking and call.options.get("include_thoughts"):
+        parts.append({"text": thinking, "thought": True})
+    if text or not calls:
+        parts.append({"text": text})
+    return parts + function_call_parts(calls)
+
+
+def _response(call: Call, parts: list[dict], finish: FinishEvent, thoughts: int = 0) -> dict:
+    return {"candidates": [_candidate(parts, finish)], "promptFeedback": {"safetyRatings": []},
+            "usageMetadata": _usage(finish, thoughts), "modelVersion": call.model}
 
 
 def render_reply(call: Call, r: Reply) -> dict:
-    return _response(call, r.text, r.finish)
+    return _response(call, _parts(call, r.thinking, r.text, r.tool_calls), r.finish,
+                     r.reasoning_tokens)
 
 
 class _Stream(reply.StreamRenderer):
+    def __init__(self, call: Call):
+        super().__init__(call)
+        self.names: dict[int, str] = {}
+        self.sent = 0  # function calls sent so far
+
+    def tool(self, p: Part):
+        """A function call goes out whole, in an event of its own, as soon as it is complete."""
+        if p.kind == CALL_START:
+            self.names[p.index] = p.name
+        elif p.kind == CALL_END:
+            self.sent += 1
+            yield sse({"candidates": [_candidate(function_call_parts(
+                [{"name": self.names.get(p.index, ""), "arguments": p.arguments or {}}]), None)],
+                "promptFeedback": {"safetyRatings": []}})
+
     def piece(self, p: Piece):
-        if p.kind == "content" and p.text:
-            yield sse({"candidates": [_candidate(p.text, None)],
+        if not p.text:
+            return
+        if p.kind == "content":
+            yield sse({"candidates": [_candidate([{"text": p.text}], None)],
+                       "promptFeedback": {"safetyRatings": []}})
+        elif self.call.options.get("include_thoughts"):
+            yield sse({"candidates": [_candidate([{"text": p.text, "thought": True}], None)],
                        "promptFeedback": {"safetyRatings": []}})
 
     def end(self, e: Ending):
-        yield sse(_response(self.call, "".join(p.text for p in e.pieces if p.kind == "content"),
-                            e.finish))
+        for p in e.pieces:
+            if p.kind == "thinking":
+                yield from self.piece(p)
+        text = "".join(p.text for p in e.pieces if p.kind == "content")
+        rest = e.tool_calls[self.sent:]
+        parts = ([{"text": text}] if text or not rest else []) + function_call_parts(rest)
+        yield sse(_response(self.call, parts, e.finish, e.reasoning_tokens))
 
     def error(self, err: ApiError):
         yield sse(render_error(err))

@@ -18,6 +18,7 @@ from ...types import FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
+from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
                        make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
                        opt_stop, opt_str, read_messages, require_object)
@@ -82,7 +83,7 @@ def _think(body: dict) -> Optional[bool]:
     if isinstance(t, bool):
         return t
     if t in ("low", "medium", "high"):
-        return True
+        return True  # the level goes to the template as the reasoning effort
     raise bad_request("think", f"must be a boolean or low/medium/high, got {t!r}")
 
 
@@ -105,7 +106,11 @@ class _Fields:
         self.model = ctx.check_model(opt_str(body, "model", "model"))
         _keep_alive(body)
         self.think = _think(body)
+        self.effort = body["think"] if isinstance(body.get("think"), str) else None
         self.json = _format(body)
+        if self.json is not None and self.think:
+            raise bad_request("format", "cannot be combined with think: the grammar of the JSON "
+                                        "reply allows no reasoning")
         self.sampling, self.requested, self.stop = _options(
             body, ctx.settings.sampling_defaults("ollama"))
         self.stream = opt_bool(body, "stream", "stream", default=True)
@@ -115,7 +120,7 @@ class _Fields:
                               max_tokens=completion_budget(self.requested, len(prompt), ctx.n_ctx,
                                                            ctx.settings.max_tokens),
                               grammar=grammar_of(self.json))
-        return Call(request=req, model=self.model, stream=self.stream, think=bool(self.think),
+        return Call(request=req, model=self.model, stream=self.stream, think=self.think is not False,
                     tools=tools, json=self.json, logprobs=self.sampling.logprobs is not None,
                     grammar_param=self.json.param if self.json is not None else None,
                     prompt_param="prompt" if kind == "generate" else "messages",
@@ -141,7 +146,8 @@ def parse_generate(body, ctx) -> Optional[Call]:
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt}]
-        tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt")
+        tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt",
+                             effort=f.effort)
     return f.call(ctx, tokens, "generate", tools=False)
 
 
@@ -166,7 +172,11 @@ def parse_chat(body, ctx) -> Optional[Call]:
     if not raw_messages:
         return None
     messages = read_messages(raw_messages, "messages", ROLES, _message)
-    tokens = chat_prompt(ctx.backend, messages, tools=tools, think=f.think, json=f.json)
+    if f.json is not None and tools:
+        raise bad_request("format", "cannot be combined with tools: the reply is either JSON or "
+                                    "tool calls")
+    tokens = chat_prompt(ctx.backend, messages, tools=tools, think=f.think, json=f.json,
+                         effort=f.effort)
     return f.call(ctx, tokens, "chat", tools=bool(tools))
 
 
@@ -226,6 +236,22 @@ def render_reply(call: Call, r: Reply) -> dict:
 
 
 class _Stream(reply.StreamRenderer):
+    def __init__(self, call: Call):
+        super().__init__(call)
+        self.names: dict[int, str] = {}
+        self.sent = 0  # tool calls sent so far
+
+    def tool(self, p: Part):
+        """A tool call goes out whole, in a chunk of its own, as soon as it is complete."""
+        if p.kind == CALL_START:
+            self.names[p.index] = p.name
+        elif p.kind == CALL_END:
+            call = {"name": self.names.get(p.index, ""), "arguments": p.arguments or {}}
+            body = _body(self.call, tool_calls=[call])
+            body["message"]["tool_calls"][0]["function"]["index"] = p.index
+            self.sent += 1
+            yield ndjson({**body, "done": False})
+
     def piece(self, p: Piece):
         obj = _body(self.call, **{p.kind: p.text})
         obj["done"] = False
@@ -236,8 +262,8 @@ class _Stream(reply.StreamRenderer):
     def end(self, e: Ending):
         for p in e.pieces:
             yield from self.piece(p)
-        if e.tool_calls:
-            yield ndjson({**_body(self.call, tool_calls=e.tool_calls), "done": False})
+        if e.tool_calls[self.sent:]:
+            yield ndjson({**_body(self.call, tool_calls=e.tool_calls[self.sent:]), "done": False})
         yield ndjson({**_body(self.call), "done": True, "done_reason": e.reason,
                       **_stats(e.finish)})
 

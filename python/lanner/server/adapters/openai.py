@@ -17,7 +17,8 @@ from ...types import FinishEvent, GenerateRequest, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
 from ..reply import Ending, Piece, Reply, token_text
-from ..request import (Call, chat_prompt, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
+from ...text.output_parse import CALL_ARGS, CALL_START, Part
+from ..request import (Call, chat_prompt, output_format, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
                        opt_int, opt_list, opt_number, opt_seed, opt_stop, opt_str, read_messages,
                        require_object)
 from ..streaming import SSE_DONE, sse
@@ -148,7 +149,7 @@ def _message(m: dict, path: str) -> dict:
             raise bad_request(f"{path}.tool_calls", "must be an array")
         msg["tool_calls"] = [_template_tool_call(c, f"{path}.tool_calls[{j}]")
                              for j, c in enumerate(calls)]
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", "reasoning_content"):  # (templates may replay reasoning)
         if isinstance(m.get(key), str):
             msg[key] = m[key]
     return msg
@@ -183,21 +184,31 @@ def parse_chat(body, ctx) -> Call:
         raise bad_request("messages", "must be a non-empty array of messages")
     messages = read_messages(raw, "messages", ROLES, _message)
     tools = opt_list(body, "tools", "tools")
-    forced = _forced_tools(body, tools)
+    forced = _forced_tools(body, tools, output_format(ctx.backend))
     if body.get("tool_choice") == "none":
         tools = []
+    parallel = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls", default=True)
     fmt = _response_format(body)
     if fmt is not None and tools:
-        raise bad_request("response_format", "cannot be combined with tools")
+        raise bad_request("response_format", "cannot be combined with tools: the reply is "
+                                             "either JSON or tool calls")
     reasoning = opt_str(body, "reasoning_effort", "reasoning_effort")
+    if reasoning is not None and reasoning not in ("none", "minimal", "low", "medium", "high"):
+        raise bad_request("reasoning_effort", f"must be none, minimal, low, medium or high, "
+                                              f"got {reasoning!r}")
     think = None if reasoning is None else reasoning not in ("none", "minimal")
-    prompt = chat_prompt(ctx.backend, messages, tools=tools, think=think, json=fmt)
+    if fmt is not None and think:
+        raise bad_request("response_format", "cannot be combined with reasoning_effort: the "
+                                             "grammar of the JSON reply allows no reasoning")
+    prompt = chat_prompt(ctx.backend, messages, tools=tools, think=think, json=fmt,
+                         effort=reasoning if think else None)
     extra = {} if forced is None else {"grammar": forced, "grammar_param": "tools"}
     return _call(body, ctx, model, prompt, sampling, {}, think=True, tools=bool(tools), json=fmt,
-                 logprobs=logprobs_on, id="chatcmpl-" + uuid.uuid4().hex[:24], **extra)
+                 logprobs=logprobs_on, id="chatcmpl-" + uuid.uuid4().hex[:24],
+                 max_calls=None if parallel else 1, **extra)
 
 
-def _forced_tools(body: dict, tools: list):
+def _forced_tools(body: dict, tools: list, fmt: str):
     """tool_choice: "none" / "auto" (None), or "required" / a named function: the Grammar that
     makes the reply one call of an allowed tool with valid arguments."""
     choice = body.get("tool_choice")
@@ -212,7 +223,7 @@ def _forced_tools(body: dict, tools: list):
                                          '{"type": "function", "function": {"name": ...}}')
     if not tools:
         raise bad_request("tool_choice", "needs tools")
-    return tool_call_grammar(tools, names, "tools")
+    return tool_call_grammar(tools, names, "tools", fmt)
 
 
 def _prompt_tokens(body: dict, ctx) -> list[int]:
@@ -255,12 +266,12 @@ def parse_completion(body, ctx) -> Call:
 
 # ---- render: shared pieces ----
 
-def _usage(ev: FinishEvent) -> dict:
+def _usage(ev: FinishEvent, reasoning_tokens: int = 0) -> dict:
     u = ev.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "total_tokens": u.total_tokens,
             "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}
 
 
 def _chat_logprob(ev: TokenEvent) -> dict:
@@ -283,9 +294,14 @@ def _completion_logprobs(tokens: list[TokenEvent], offset: int) -> dict:
     return out
 
 
+def _call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
 def _tool_calls(calls: list[dict]) -> list[dict]:
-    return [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+    return [{"id": _call_id(), "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"],
+                                                                     ensure_ascii=False)}}
             for c in calls]
 
 
@@ -306,7 +322,7 @@ def render_chat(call: Call, r: Reply) -> dict:
     return {**_head(call, "chat.completion"),
             "choices": [{"index": 0, "message": message, "logprobs": logprobs,
                          "finish_reason": r.reason}],
-            "usage": _usage(r.finish)}
+            "usage": _usage(r.finish, r.reasoning_tokens)}
 
 
 class _SseStream(reply.StreamRenderer):
@@ -332,16 +348,23 @@ class _ChatStream(_SseStream):
         yield self._chunk({"reasoning_content" if p.kind == "thinking" else "content": p.text},
                           logprobs=lp)
 
+    def tool(self, p: Part):
+        """A tool call as it is generated: the first delta names it (index, id, type, name),
+        the next ones carry its arguments' JSON text in fragments."""
+        if p.kind == CALL_START:
+            yield self._chunk({"tool_calls": [{"index": p.index, "id": _call_id(), "type": "function",
+                                               "function": {"name": p.name, "arguments": ""}}]})
+        elif p.kind == CALL_ARGS:
+            yield self._chunk({"tool_calls": [{"index": p.index,
+                                               "function": {"arguments": p.text}}]})
+
     def end(self, e: Ending):
         for p in e.pieces:
             yield from self.piece(p)
-        if e.tool_calls:
-            yield self._chunk({"tool_calls": [dict(tc, index=i)
-                                              for i, tc in enumerate(_tool_calls(e.tool_calls))]})
-        yield self._chunk({}, e.reason, usage=_usage(e.finish))
+        usage = _usage(e.finish, e.reasoning_tokens)
+        yield self._chunk({}, e.reason, usage=usage)
         if self.call.options["include_usage"]:
-            yield sse({**_head(self.call, "chat.completion.chunk"), "choices": [],
-                       "usage": _usage(e.finish)})
+            yield sse({**_head(self.call, "chat.completion.chunk"), "choices": [], "usage": usage})
 
 
 def stream_chat(call: Call, events) -> Iterator[bytes]:
