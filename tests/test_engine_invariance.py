@@ -137,7 +137,7 @@ def test_same_tokens_cold_cached_batched_churned_and_chunked(setup):
     churn = _noise(model, 40, seed=2, hi=20)
     churn += [churn[k][:6] + c for k, c in enumerate(_noise(model, 10, seed=3))]  # shared prefixes
     assert len(churn) == 50
-    eng, ctx = engine(n_ctx=256, n_parallel=4, budget=48)
+    eng, ctx = engine(n_ctx=256, n_parallel=4, budget=48, max_step_ms=None)  # no timing in it
     try:
         for st in [eng.submit(_req(p, SamplingParams(), max_tokens=1 + k % 3)) for k, p in enumerate(churn)]:
             _result(st)
