@@ -30,18 +30,10 @@ class JsonCallsParser(OutputParser):
         self.think = think and self.think_tags is not None
         self.in_reasoning = self.in_reasoning and self.think
         self.mode = "thinking" if self.in_reasoning else ("start" if self.think else "body")
-        self.buf = ""
         self.call: Optional[CallReader] = None
         self.block = ""          # section text not yet known to be calls (content on fallback)
         self.in_array = False
         self.body_started = False
-
-    def feed(self, delta: str) -> list[Part]:
-        self.buf += delta
-        out: list[Part] = []
-        while self.buf and self._step(out):
-            pass
-        return out
 
     # ---- reasoning, content ----
 

@@ -29,19 +29,11 @@ class HarmonyParser(OutputParser):
     def __init__(self, think: bool = True, tools: bool = True, thinking_open: bool = False):
         super().__init__(think, tools, False)
         self.mode = "header"   # header | body
-        self.buf = ""
         self.header = ""
         self.route = "content"  # content | thinking | call (of the current body)
         self.index = -1
         self.scan: JsonScan | None = None
         self.args = ""
-
-    def feed(self, delta: str) -> list[Part]:
-        self.buf += delta
-        out: list[Part] = []
-        while self.buf and self._step(out):
-            pass
-        return out
 
     def _step(self, out: list[Part]) -> bool:
         if self.mode == "header":

@@ -23,16 +23,8 @@ class HermesParser(OutputParser):
     def __init__(self, think: bool = True, tools: bool = True, thinking_open: bool = False):
         super().__init__(think, tools, thinking_open)
         self.mode = "thinking" if self.in_reasoning else ("start" if think else "content")
-        self.buf = ""
         self.call: CallReader | None = None
         self.block = ""  # text of the current <tool_call> block (for a fall back to content)
-
-    def feed(self, delta: str) -> list[Part]:
-        self.buf += delta
-        out: list[Part] = []
-        while self.buf and self._step(out):
-            pass
-        return out
 
     def _step(self, out: list[Part]) -> bool:
         """Consume from buf; False when the rest must wait for more text."""

@@ -47,8 +47,18 @@ class OutputParser:
         self.in_reasoning = thinking_open and think
         self._pending_ws = ""   # whitespace held in content: dropped before a call
         self._lstrip = False    # drop whitespace at the start of the next content
+        self.buf = ""           # text fed and not yet consumed by _step
 
     def feed(self, delta: str) -> list[Part]:
+        """Parts released now: the delta is buffered, then consumed step by step."""
+        self.buf += delta
+        out: list[Part] = []
+        while self.buf and self._step(out):
+            pass
+        return out
+
+    def _step(self, out: list[Part]) -> bool:
+        """Consume from buf into out; False when the rest must wait for more text."""
         raise NotImplementedError
 
     def finish(self) -> list[Part]:
