@@ -169,3 +169,42 @@ def test_projector_embeddings_drive_the_text_model(tmp_path, gemma3_text):
     got = _decode(m, toks, embd=embd, attn_end=attn_end)
     want = ReferenceModel(gemma3_text).forward(toks, embd=embd, blocks=[(a, b)])
     assert _cos_rows(got, want).min() >= 0.9999
+
+
+def test_llava_mlp_embeddings_drive_a_llama_model(tmp_path):
+    """LLaVA-style: the mlp projector's rows into a llama model, causal, against the reference."""
+    import tiny_gguf
+
+    text = tiny_gguf.write_tiny_llama(tmp_path / "llama.gguf")
+    m = _core.Model(text)
+    enc = _core.VisionEncoder(_core.VisionModel(tm.write_tiny_mmproj(tmp_path / "p.gguf", "mlp", n_embd_out=m.n_embd)),
+                              n_threads=2)
+    embd = enc.encode(_images(2)[1])
+    toks = [1, 5, 6] + [-1] * len(embd) + [7, 8]
+    got = _decode(m, toks, embd=embd)
+    want = ReferenceModel(text).forward(toks, embd=embd)
+    assert _cos_rows(got, want).min() >= 0.9999
+
+
+def test_llm_places_llava_images_without_wrappers(tmp_path):
+    import io
+
+    from PIL import Image
+
+    import lanner
+    import tiny_gguf
+
+    text = tiny_gguf.write_tiny_family(tmp_path / "llama3.gguf", "llama3")  # n_embd 64
+    proj = tm.write_tiny_mmproj(tmp_path / "p.gguf", "mlp", n_embd_out=64)
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 50), (5, 50, 150)).save(buf, "PNG")
+    with lanner.LLM(text, mmproj=proj, n_ctx=256, n_threads=2) as llm:
+        ids = llm.chat_tokens([{"role": "user", "content": "hi", "images": [buf.getvalue()]}])
+        neg = [i for i, t in enumerate(ids) if t < 0]
+        assert len(neg) == tm.n_image_tokens("mlp") and neg == list(range(neg[0], neg[0] + len(neg)))
+        r = llm.chat([{"role": "user", "content": "hi", "images": [buf.getvalue()]}], max_tokens=3, temperature=0)
+        assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens >= 1
+        # a projector for another width is refused at load
+    bad = tm.write_tiny_mmproj(tmp_path / "q.gguf", "mlp", n_embd_out=48)
+    with pytest.raises(ValueError, match="not a pair"):
+        lanner.LLM(text, mmproj=bad, n_ctx=64, n_threads=1)
