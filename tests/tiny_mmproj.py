@@ -149,8 +149,11 @@ def _block(x, t, i, n_head, eps):
 
 
 def reference_embeddings(proj: str, pixels: np.ndarray, n_embd_out: int = 64, weight_type: str = "F32",
-                         seed: int = 0, eps: float = 1e-6) -> np.ndarray:
-    """pixels: (3, S, S) normalised -> (n_tokens, n_embd_out) float64."""
+                         seed: int = 0, eps: float = 1e-6, cls_last: bool = False) -> np.ndarray:
+    """pixels: (3, S, S) normalised -> (n_tokens, n_embd_out) float64.
+    cls_last: the layout llama.cpp's llava graph uses since its graph refactor (its issue #25814:
+    class row after the patches, positions 0..n in row order, rows 1..n kept), to tell that
+    known difference from any other in tests/reference/check_vision_llama_cpp.py."""
     s = SHAPES[proj]
     t = mmproj_tensors(proj, n_embd_out, seed)
     if weight_type == "F16":
@@ -161,7 +164,8 @@ def reference_embeddings(proj: str, pixels: np.ndarray, n_embd_out: int = 64, we
     x = x.reshape(side * side, 3 * p * p) @ t["v.patch_embd.weight"].reshape(s["n_embd"], -1).T
     x = x + t["v.patch_embd.bias"]  # (n_patches, d), row-major patches
     if proj == "mlp":
-        x = np.concatenate([t["v.class_embd"][None, :], x], 0)
+        cls = t["v.class_embd"][None, :]
+        x = np.concatenate([x, cls] if cls_last else [cls, x], 0)
     x = x + t["v.position_embd.weight"]
     if proj == "mlp":
         x = _layer_norm(x, t["v.pre_ln.weight"], t["v.pre_ln.bias"], eps)
