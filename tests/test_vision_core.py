@@ -44,6 +44,14 @@ def test_encoder_matches_numpy_reference(tmp_path, proj, weight_type):
     assert _cos_rows(enc.encode(_images(1)[0]), b).min() < 0.99
 
 
+def test_f16_position_embeddings_are_cast(tmp_path):
+    """A file with F16 position embeddings (llama.cpp's graph cannot add those) still encodes."""
+    path = tm.write_tiny_mmproj(tmp_path / "m.gguf", "gemma3", weight_type="F16", keep_f32=())
+    px = _images(1)[0]
+    got = _core.VisionEncoder(_core.VisionModel(path), n_threads=2).encode(px)
+    assert _cos_rows(got, tm.reference_embeddings("gemma3", px, weight_type="F16")).min() >= 0.9999
+
+
 def test_metadata_is_read_from_the_file(tmp_path):
     path = tm.write_tiny_mmproj(tmp_path / "m.gguf", "mlp")
     vm = _core.VisionModel(path)

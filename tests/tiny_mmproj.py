@@ -25,9 +25,9 @@ def n_image_tokens(proj: str) -> int:
     return (side // s["merge"]) ** 2 if proj == "gemma3" else side * side
 
 
-def mmproj_tensors(proj: str, n_embd_out: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """name -> float32 array in numpy order (ggml ne reversed)."""
-    s = SHAPES[proj]
+def mmproj_tensors(proj: str, n_embd_out: int, seed: int = 0, shape: dict | None = None) -> dict[str, np.ndarray]:
+    """name -> float32 array in numpy order (ggml ne reversed). shape: SHAPES[proj] overrides."""
+    s = {**SHAPES[proj], **(shape or {})}
     rng = np.random.default_rng(seed)
     d, ff, p = s["n_embd"], s["n_ff"], s["patch"]
     side = s["image"] // p
@@ -68,11 +68,13 @@ def mmproj_tensors(proj: str, n_embd_out: int, seed: int = 0) -> dict[str, np.nd
 
 
 def write_tiny_mmproj(path, proj: str = "gemma3", n_embd_out: int = 64, weight_type: str = "F32",
-                      seed: int = 0, skip_tensors=(), tensor_overrides=None, **kv) -> str:
+                      seed: int = 0, skip_tensors=(), tensor_overrides=None, shape: dict | None = None,
+                      keep_f32=("v.position_embd.weight",), **kv) -> str:
     """Write a tiny `proj` projector to `path`. weight_type: F32 or F16 for tensors of >= 2 dims
-    (1-D norms and biases stay F32, as converters write them). kv: `clip.*` key overrides
-    (value None drops the key)."""
-    s = SHAPES[proj]
+    (1-D norms and biases stay F32, and so do the tensors in keep_f32: llama.cpp's converter
+    keeps position embeddings F32, which its graph adds without a cast). kv: `clip.*` key overrides
+    (value None drops the key). shape: SHAPES[proj] overrides (e.g. a full-size SigLIP)."""
+    s = {**SHAPES[proj], **(shape or {})}
     meta = {
         "clip.has_vision_encoder": True,
         "clip.projector_type": proj,
@@ -105,12 +107,12 @@ def write_tiny_mmproj(path, proj: str = "gemma3", n_embd_out: int = 64, weight_t
             w.add_string(key, val)
         else:
             w.add_array(key, [float(x) for x in val])
-    tensors = mmproj_tensors(proj, n_embd_out, seed)
+    tensors = mmproj_tensors(proj, n_embd_out, seed, shape)
     tensors.update(tensor_overrides or {})
     for name, arr in tensors.items():
         if name in skip_tensors:
             continue
-        if arr.ndim >= 2 and weight_type == "F16":
+        if arr.ndim >= 2 and weight_type == "F16" and name not in keep_f32:
             w.add_tensor(name, arr.astype(np.float16))
         else:
             w.add_tensor(name, arr)
@@ -156,8 +158,8 @@ def reference_embeddings(proj: str, pixels: np.ndarray, n_embd_out: int = 64, we
     known difference from any other in tests/reference/check_vision_llama_cpp.py."""
     s = SHAPES[proj]
     t = mmproj_tensors(proj, n_embd_out, seed)
-    if weight_type == "F16":
-        t = {k: v.astype(np.float16) if v.ndim >= 2 else v for k, v in t.items()}
+    if weight_type == "F16":  # as written with the default keep_f32
+        t = {k: v.astype(np.float16) if v.ndim >= 2 and k != "v.position_embd.weight" else v for k, v in t.items()}
     t = {k: v.astype(np.float64) for k, v in t.items()}
     p, side = s["patch"], s["image"] // s["patch"]
     x = pixels.astype(np.float64).reshape(3, side, p, side, p).transpose(1, 3, 0, 2, 4)  # (py, px, c, ky, kx)
