@@ -1,6 +1,6 @@
 // The ViT encoder blocks shared by every projector type (see vision_model.h): patch embedding
 // (a stride-patch convolution), LayerNorm, pre-norm blocks with non-causal multi-head attention
-// and a GELU MLP, each with optional biases.
+// (flash attention) and a GELU MLP, each with optional biases.
 #include <cmath>
 
 #include "vision_model.h"
@@ -30,7 +30,8 @@ ggml_tensor* vit_patch_embd(VisionBuild& b) {
     return x;
 }
 
-// x: [n_embd, n_pos] (normed) -> [n_embd, n_pos]; every position sees every other
+// x: [n_embd, n_pos] (normed) -> [n_embd, n_pos]; every position sees every other. Flash
+// attention with K/V in F16 (no [n_pos, n_pos, n_head] score matrix: 1 GiB at 4096 patches)
 static ggml_tensor* vit_attention(VisionBuild& b, ggml_tensor* x, const VisionLayer& l) {
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
@@ -38,15 +39,14 @@ static ggml_tensor* vit_attention(VisionBuild& b, ggml_tensor* x, const VisionLa
     auto proj = [&](ggml_tensor* w, ggml_tensor* bias) {
         ggml_tensor* t = ggml_mul_mat(ctx, w, x);
         if (bias) t = ggml_add(ctx, t, bias);
-        return ggml_reshape_3d(ctx, t, hd, hp.n_head, n_pos);  // [hd, n_head, n_pos]
+        t = ggml_reshape_3d(ctx, t, hd, hp.n_head, n_pos);  // [hd, n_head, n_pos]
+        return ggml_permute(ctx, t, 0, 2, 1, 3);            // [hd, n_pos, n_head]
     };
-    ggml_tensor* q = ggml_permute(ctx, proj(l.q_w, l.q_b), 0, 2, 1, 3);  // [hd, n_pos, n_head]
-    ggml_tensor* k = ggml_permute(ctx, proj(l.k_w, l.k_b), 0, 2, 1, 3);  // [hd, n_pos, n_head]
-    ggml_tensor* v = ggml_cont(ctx, ggml_permute(ctx, proj(l.v_w, l.v_b), 1, 2, 0, 3));  // [n_pos, hd, n_head]
-    ggml_tensor* kq = ggml_mul_mat(ctx, k, q);  // [n_pos (keys), n_pos (queries), n_head]
-    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / sqrtf((float)hd), 0.0f);
-    ggml_tensor* a = ggml_mul_mat(ctx, v, kq);  // [hd, n_pos, n_head]
-    a = ggml_cont(ctx, ggml_permute(ctx, a, 0, 2, 1, 3));  // [hd, n_head, n_pos]
+    ggml_tensor* q = proj(l.q_w, l.q_b);
+    ggml_tensor* k = ggml_cast(ctx, proj(l.k_w, l.k_b), GGML_TYPE_F16);
+    ggml_tensor* v = ggml_cast(ctx, proj(l.v_w, l.v_b), GGML_TYPE_F16);
+    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / sqrtf((float)hd), 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);  // a: [hd, n_head, n_pos]
     a = ggml_reshape_2d(ctx, a, hp.n_embd, n_pos);
     a = ggml_mul_mat(ctx, l.o_w, a);
     return l.o_b ? ggml_add(ctx, a, l.o_b) : a;
