@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -12,6 +13,7 @@
 #include "context.h"
 #include "error.h"
 #include "model.h"
+#include "vision/vision_model.h"
 
 namespace py = pybind11;
 using namespace lanner;
@@ -74,24 +76,41 @@ static py::object kv_value(const gguf_context* g, int64_t id) {
     }
 }
 
-static py::dict metadata(const Model& m) {
+static py::dict metadata_of(const GgufFile& f) {
     py::dict d;
-    const gguf_context* g = m.file->gguf;
+    const gguf_context* g = f.gguf;
     for (int64_t i = 0; i < gguf_get_n_kv(g); ++i) d[gguf_get_key(g, i)] = kv_value(g, i);
     return d;
 }
+
+static py::dict metadata(const Model& m) { return metadata_of(*m.file); }
 
 // ---- decode ---------------------------------------------------------------------------------
 
 using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-static py::array decode(py::object self, I32 tokens, I32 pos, I32 seq, U8 want) {
+// embd: (n_rows, n_embd) rows for the entries whose token is < 0; attn_end: [n] (see batch.h)
+static py::array decode(py::object self, I32 tokens, I32 pos, I32 seq, U8 want, std::optional<F32> embd,
+                        std::optional<I32> attn_end) {
     Context& c = self.cast<Context&>();
     const py::ssize_t n = tokens.size();
     if (pos.size() != n || seq.size() != n || want.size() != n)
         throw std::invalid_argument("decode: tokens, pos, seq_id and want_logits must have the same length");
     Batch b{(int)n, tokens.data(), pos.data(), seq.data(), want.data()};
+    py::ssize_t n_rows = 0;
+    for (py::ssize_t i = 0; i < n; ++i) n_rows += tokens.data()[i] < 0 ? 1 : 0;
+    if (embd) {
+        if (embd->ndim() != 2 || embd->shape(0) != n_rows || embd->shape(1) != c.model().hp.n_embd)
+            throw std::invalid_argument("decode: embd must be (" + std::to_string(n_rows) + ", " +
+                                        std::to_string(c.model().hp.n_embd) + ") float32: one row per negative token");
+        b.embd = embd->data();
+    }
+    if (attn_end) {
+        if (attn_end->size() != n) throw std::invalid_argument("decode: attn_end must have one entry per token");
+        b.attn_end = attn_end->data();
+    }
     int n_out;
     {
         py::gil_scoped_release release;
@@ -207,8 +226,10 @@ PYBIND11_MODULE(_core, mod) {
              py::arg("n_threads") = 0, py::arg("type_k") = "f16", py::arg("type_v") = "f16", py::arg("flash_attn") = true,
              py::arg("batch_invariant") = true)
         .def("decode", &decode, py::arg("tokens"), py::arg("pos"), py::arg("seq_id"), py::arg("want_logits"),
+             py::arg("embd") = py::none(), py::arg("attn_end") = py::none(),
              "Decode one batch; returns (n_out, n_vocab) float32 logits for entries with want_logits, "
-             "a view valid until the next decode.")
+             "a view valid until the next decode. Entries with a negative token take the next row of "
+             "embd (n_rows, n_embd); attn_end[i] (>= pos) lets a block of entries see each other.")
         .def("seq_rm", [](Context& c, int s, int p0, int p1) { return c.kv().seq_rm(s, p0, p1); },
              py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1)
         .def("seq_cp", [](Context& c, int a, int b, int p0, int p1) { c.kv().seq_cp(a, b, p0, p1); },
@@ -229,4 +250,48 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("type_k", [](Context& c) { return std::string(ggml_type_name(c.params().type_k)); })
         .def_property_readonly("type_v", [](Context& c) { return std::string(ggml_type_name(c.params().type_v)); })
         .def_property("n_threads", &Context::n_threads, &Context::set_n_threads);
+
+    py::class_<VisionModel, std::shared_ptr<VisionModel>>(mod, "VisionModel")
+        .def(py::init([](const std::string& path, const std::string& device) {
+                 py::gil_scoped_release release;
+                 return std::make_shared<VisionModel>(path, device);
+             }),
+             py::arg("path"), py::arg("device") = "")
+        .def_property_readonly("path", [](const VisionModel& m) { return m.file->path; })
+        .def_property_readonly("projector", [](const VisionModel& m) { return m.proj_name; })
+        .def_property_readonly("image_size", [](const VisionModel& m) { return m.hp.image_size; })
+        .def_property_readonly("patch_size", [](const VisionModel& m) { return m.hp.patch_size; })
+        .def_property_readonly("n_embd", [](const VisionModel& m) { return m.hp.n_embd_out; },
+                               "width of the embeddings (= the text model's n_embd)")
+        .def_property_readonly("n_tokens", &VisionModel::n_tokens, "embedding rows per image")
+        .def_property_readonly("image_mean", [](const VisionModel& m) {
+            return py::make_tuple(m.hp.image_mean[0], m.hp.image_mean[1], m.hp.image_mean[2]); })
+        .def_property_readonly("image_std", [](const VisionModel& m) {
+            return py::make_tuple(m.hp.image_std[0], m.hp.image_std[1], m.hp.image_std[2]); })
+        .def_property_readonly("size_bytes", [](const VisionModel& m) { return m.weights_bytes; })
+        .def_property_readonly("device", [](const VisionModel& m) { return std::string(ggml_backend_dev_name(m.device)); })
+        .def_property_readonly("metadata", [](const VisionModel& m) { return metadata_of(*m.file); });
+
+    py::class_<VisionEncoder>(mod, "VisionEncoder")
+        .def(py::init([](std::shared_ptr<VisionModel> m, int n_threads) {
+                 py::gil_scoped_release release;
+                 return std::make_unique<VisionEncoder>(std::move(m), n_threads);
+             }),
+             py::arg("model"), py::arg("n_threads") = 0)
+        .def("encode", [](VisionEncoder& e, F32 pixels) {
+                 const auto& hp = e.model().hp;
+                 if (pixels.ndim() != 3 || pixels.shape(0) != 3 || pixels.shape(1) != hp.image_size ||
+                     pixels.shape(2) != hp.image_size)
+                     throw std::invalid_argument("encode: pixels must be (3, " + std::to_string(hp.image_size) + ", " +
+                                                 std::to_string(hp.image_size) + ") float32, normalised");
+                 py::array_t<float> out({(py::ssize_t)e.model().n_tokens(), (py::ssize_t)hp.n_embd_out});
+                 float* dst = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     e.encode(pixels.data(), dst);
+                 }
+                 return out;
+             },
+             py::arg("pixels"), "(3, H, W) normalised planar RGB -> (n_tokens, n_embd) float32 embeddings")
+        .def_property("n_threads", nullptr, &VisionEncoder::set_n_threads);
 }

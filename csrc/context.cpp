@@ -83,9 +83,10 @@ void Context::drop_graph() {
     if (graph_.ctx) ggml_free(graph_.ctx);
     graph_ = Built{};
     graph_shape_[0] = graph_shape_[1] = graph_shape_[2] = -1;
+    graph_embd_rows_ = -1;
 }
 
-Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs) {
+Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs, int n_embd_rows) {
     ggml_init_params ip{graph_meta_.size(), graph_meta_.data(), /*no_alloc=*/true};
     Built r{};
     r.ctx = ggml_init(ip);
@@ -101,6 +102,10 @@ Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs) {
     if (hp.n_swa > 0) r.in.mask_swa = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask_swa");
     if (n_outputs > 0 && n_outputs != n_tokens)
         r.in.out_ids = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_outputs), "inp_out_ids");
+    if (n_embd_rows > 0) {
+        r.in.embd = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F32, hp.n_embd, n_embd_rows), "inp_embd");
+        r.in.embd_idx = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, n_embd_rows), "inp_embd_idx");
+    }
 
     GraphBuild b{r.ctx, r.gf, *model_, *kv_, r.in, n_tokens, n_kv, n_outputs};
     ggml_tensor* out = model_->arch->build(b);
@@ -123,10 +128,11 @@ void Context::fill_masks(const Batch& b, int i0, int n_tokens, int n_kv) {
     for (int t = 0; t < n_tokens; ++t) {
         const uint64_t bit = (uint64_t)1 << b.seq[i0 + t];
         const int32_t p = b.pos[i0 + t];
+        const int32_t p_end = b.attn_end ? b.attn_end[i0 + t] : p;  // > p inside a non-causal block
         ggml_fp16_t* row = &mask_[(size_t)t * n_kv];
         ggml_fp16_t* row_swa = n_swa > 0 ? &mask_swa_[(size_t)t * n_kv] : nullptr;
         for (int c = 0; c < n_kv; ++c) {
-            if (!(cells[c].seqs & bit) || cells[c].pos > p) continue;
+            if (!(cells[c].seqs & bit) || cells[c].pos > p_end) continue;
             row[c] = zero;
             if (row_swa && p - cells[c].pos < n_swa) row_swa[c] = zero;
         }
@@ -135,12 +141,40 @@ void Context::fill_masks(const Batch& b, int i0, int n_tokens, int n_kv) {
 
 // ---- decode ---------------------------------------------------------------------------------
 
+// embedding rows (entries with token < 0) before entry i0
+static int embd_rows_before(const Batch& b, int i0) {
+    int n = 0;
+    for (int i = 0; i < i0; ++i) n += b.tokens[i] < 0 ? 1 : 0;
+    return n;
+}
+
+// Ubatches of at most n_batch entries; a cut inside a block of entries that see later positions
+// (attn_end > pos) moves back to the block's start, so each block is computed in one graph.
+std::vector<int> Context::ubatch_ends(const Batch& b) const {
+    std::vector<int> ends;
+    for (int i0 = 0; i0 < b.n;) {
+        int e = std::min(b.n, i0 + params_.n_batch);
+        if (b.attn_end) {
+            for (int i = i0; i < e; ++i)
+                if (b.attn_end[i] < b.pos[i])
+                    throw std::invalid_argument("attn_end < pos at entry " + std::to_string(i));
+            while (e < b.n && e > i0 && b.attn_end[e - 1] > b.pos[e - 1]) --e;
+            if (e == i0)
+                throw std::invalid_argument("a non-causal block at entry " + std::to_string(i0) +
+                                            " is longer than n_batch (" + std::to_string(params_.n_batch) + ")");
+        }
+        ends.push_back(e);
+        i0 = e;
+    }
+    return ends;
+}
+
 int Context::decode(const Batch& b) {
     const auto& hp = model_->hp;
     if (b.n <= 0) throw std::invalid_argument("empty batch");
     int n_out = 0;
     for (int i = 0; i < b.n; ++i) {
-        if (b.tokens[i] < 0 || b.tokens[i] >= hp.n_vocab)
+        if ((b.tokens[i] < 0 && !b.embd) || b.tokens[i] >= hp.n_vocab)
             throw std::invalid_argument("token id " + std::to_string(b.tokens[i]) + " at entry " + std::to_string(i) +
                                         " is outside the vocabulary [0, " + std::to_string(hp.n_vocab) + ")");
         if (b.seq[i] < 0 || b.seq[i] >= params_.n_seq_max)
@@ -149,6 +183,7 @@ int Context::decode(const Batch& b) {
         if (b.pos[i] < 0) throw std::invalid_argument("negative position at entry " + std::to_string(i));
         n_out += b.want[i] ? 1 : 0;
     }
+    const std::vector<int> ends = ubatch_ends(b);  // checks embedding rows and attn_end blocks
     const int n_free = kv_->n_ctx - kv_->n_used;
     if (n_free < b.n)
         throw KvCacheFullError("KV cache full: batch needs " + std::to_string(b.n) + " cells, " +
@@ -156,9 +191,9 @@ int Context::decode(const Batch& b) {
 
     logits_.resize((size_t)n_out * hp.n_vocab);
     int out_row = 0;
-    for (int i0 = 0; i0 < b.n; i0 += params_.n_batch) {
-        const int n_tokens = std::min(params_.n_batch, b.n - i0);
-        decode_ubatch(b, i0, n_tokens, out_row);
+    for (size_t u = 0, i0 = 0; u < ends.size(); i0 = ends[u++]) {
+        const int n_tokens = ends[u] - (int)i0;
+        decode_ubatch(b, (int)i0, n_tokens, out_row);
         for (int t = 0; t < n_tokens; ++t) out_row += b.want[i0 + t] ? 1 : 0;
     }
     return n_out;
@@ -182,22 +217,34 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
     const int n_kv = std::min(kv_->n_ctx, GGML_PAD(kv_->used_end(), k_kv_pad));
     const int n_outputs = (int)out_ids_.size();
     fill_masks(b, i0, n_tokens, n_kv);
+    const int embd_row0 = embd_rows_before(b, i0);
+    tokens_.assign(b.tokens + i0, b.tokens + i0 + n_tokens);
+    embd_idx_.clear();
+    for (int t = 0; t < n_tokens; ++t)
+        if (tokens_[t] < 0) tokens_[t] = 0, embd_idx_.push_back(t);
+    const int n_embd_rows = (int)embd_idx_.size();
 
-    if (graph_shape_[0] != n_tokens || graph_shape_[1] != n_kv || graph_shape_[2] != n_outputs) {
+    if (graph_shape_[0] != n_tokens || graph_shape_[1] != n_kv || graph_shape_[2] != n_outputs ||
+        graph_embd_rows_ != n_embd_rows) {
         drop_graph();
-        graph_ = build_graph(n_tokens, n_kv, n_outputs);
+        graph_ = build_graph(n_tokens, n_kv, n_outputs, n_embd_rows);
         ggml_backend_sched_reset(sched_);
         if (!ggml_backend_sched_alloc_graph(sched_, graph_.gf)) {
             drop_graph();
             throw DecodeError("could not allocate the compute graph");
         }
         graph_shape_[0] = n_tokens, graph_shape_[1] = n_kv, graph_shape_[2] = n_outputs;
+        graph_embd_rows_ = n_embd_rows;
     }
     const Built& g = graph_;
     auto set = [](ggml_tensor* t, const void* data, size_t nbytes) {
         if (t && t->buffer) ggml_backend_tensor_set(t, data, 0, nbytes);
     };
-    set(g.in.tokens, b.tokens + i0, sizeof(int32_t) * n_tokens);
+    set(g.in.tokens, tokens_.data(), sizeof(int32_t) * n_tokens);
+    if (g.in.embd) {
+        set(g.in.embd, b.embd + (size_t)embd_row0 * hp.n_embd, sizeof(float) * (size_t)n_embd_rows * hp.n_embd);
+        set(g.in.embd_idx, embd_idx_.data(), sizeof(int64_t) * n_embd_rows);
+    }
     set(g.in.pos, b.pos + i0, sizeof(int32_t) * n_tokens);
     set(g.in.kv_idxs, idx_.data(), sizeof(int64_t) * n_tokens);
     if (g.in.v_idxs) {  // element (d, t) of V goes to row d, column cell_t of the transposed cache

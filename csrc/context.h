@@ -90,12 +90,17 @@ class Context {
         GraphInputs in;
         ggml_tensor* logits;  // [n_vocab, n_outputs] (null when n_outputs == 0)
     };
-    Built build_graph(int n_tokens, int n_kv, int n_outputs);
+    Built build_graph(int n_tokens, int n_kv, int n_outputs, int n_embd_rows = 0);
 
     // The last ubatch's graph, kept allocated: a ubatch of the same shape (typical for decode
     // steps, since n_kv is padded) only refills the inputs and runs it again.
     Built graph_{};
     int graph_shape_[3] = {-1, -1, -1};  // n_tokens, n_kv, n_outputs of graph_
+    int graph_embd_rows_ = -1;           // embedding rows of graph_
+    std::vector<int32_t> tokens_;        // [T] this ubatch's ids, embedding entries as 0
+    std::vector<int64_t> embd_idx_;      // [n_embd_rows] entry of each embedding row in the ubatch
+    // batch -> ubatch ends: at most n_batch entries, never splitting an attn_end block
+    std::vector<int> ubatch_ends(const Batch& b) const;
     void drop_graph();
     void fill_masks(const Batch& b, int i0, int n_tokens, int n_kv);
     void decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0);

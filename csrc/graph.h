@@ -19,6 +19,8 @@ struct GraphInputs {
     ggml_tensor* mask = nullptr;      // F16 [n_kv, n_tokens]: 0 = visible, -inf = hidden
     ggml_tensor* mask_swa = nullptr;  // F16 [n_kv, n_tokens], sliding-window layers (or null)
     ggml_tensor* out_ids = nullptr;   // I32 [n_outputs]: rows whose logits are wanted
+    ggml_tensor* embd = nullptr;      // F32 [n_embd, n_embd_rows]: rows given in place of tokens (or null)
+    ggml_tensor* embd_idx = nullptr;  // I64 [n_embd_rows]: the ubatch entry each row goes to
 };
 
 struct GraphBuild {
@@ -41,6 +43,9 @@ struct Qkv {
 };
 
 ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w);  // x: [n, ...]
+// The ubatch's input rows (graph_embd.cpp): token embeddings times `scale` (Gemma's sqrt(n_embd)),
+// with the batch's embedding rows (images) put in place, unscaled. -> [n_embd, T]
+ggml_tensor* blk_inp_embd(GraphBuild& b, float scale = 1.0f);
 // x: [hd, n_h, T]. factors: [n_rot/2] F32 or null; pair i turns by pos*freq_scale*theta_i/factors[i];
 // cos/sin are multiplied by hp.rope_attn_factor; YaRN when hp.rope_ext_factor != 0.
 ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scale,

@@ -51,8 +51,7 @@ void gemma2_load(Model& m) {
 ggml_tensor* gemma2_build(GraphBuild& b) {
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
-    ggml_tensor* x = ggml_get_rows(ctx, b.m.tok_embd, b.in.tokens);  // [n_embd, T]
-    x = ggml_scale(ctx, x, sqrtf((float)hp.n_embd));
+    ggml_tensor* x = blk_inp_embd(b, sqrtf((float)hp.n_embd));  // [n_embd, T]; image rows unscaled
     for (int il = 0; il < hp.n_layer; ++il) {
         const auto& w = b.m.layers[il];
         const bool swa = hp.layer_is_swa[il];

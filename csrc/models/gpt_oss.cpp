@@ -49,7 +49,7 @@ void gpt_oss_load(Model& m) {
 ggml_tensor* gpt_oss_build(GraphBuild& b) {
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
-    ggml_tensor* x = ggml_get_rows(ctx, b.m.tok_embd, b.in.tokens);  // [n_embd, T]
+    ggml_tensor* x = blk_inp_embd(b);  // [n_embd, T]
     for (int il = 0; il < hp.n_layer; ++il) {
         const auto& w = b.m.layers[il];
         const bool swa = hp.layer_is_swa[il];

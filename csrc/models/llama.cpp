@@ -42,7 +42,7 @@ ggml_tensor* llama_build(GraphBuild& b) {
     ggml_context* ctx = b.ctx;
     const float scale = 1.0f / sqrtf((float)hp.n_embd_head_k);
     ggml_tensor* factors = blk_rope_factors(b);  // rope_freqs or null
-    ggml_tensor* x = ggml_get_rows(ctx, b.m.tok_embd, b.in.tokens);  // [n_embd, T]
+    ggml_tensor* x = blk_inp_embd(b);  // [n_embd, T]
     for (int il = 0; il < hp.n_layer; ++il) {
         const auto& w = b.m.layers[il];
         ggml_tensor* h = blk_rms_norm(b, x, w.attn_norm);

@@ -28,7 +28,7 @@ ggml_tensor* qwen2_build(GraphBuild& b) {
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
     const float scale = 1.0f / sqrtf((float)hp.n_embd_head_k);
-    ggml_tensor* x = ggml_get_rows(ctx, b.m.tok_embd, b.in.tokens);  // [n_embd, T]
+    ggml_tensor* x = blk_inp_embd(b);  // [n_embd, T]
     for (int il = 0; il < hp.n_layer; ++il) {
         const auto& w = b.m.layers[il];
         Qkv a = blk_qkv(b, blk_rms_norm(b, x, w.attn_norm), w);

@@ -23,7 +23,7 @@ void qwen3moe_load(Model& m) {
 
 ggml_tensor* qwen3moe_build(GraphBuild& b) {
     ggml_context* ctx = b.ctx;
-    ggml_tensor* x = ggml_get_rows(ctx, b.m.tok_embd, b.in.tokens);  // [n_embd, T]
+    ggml_tensor* x = blk_inp_embd(b);  // [n_embd, T]
     for (int il = 0; il < b.m.hp.n_layer; ++il) {
         const auto& w = b.m.layers[il];
         x = qwen3_attention(b, il, x);

@@ -7,6 +7,8 @@ Python calls and the server share one code path. Must not: speak any HTTP dialec
     llm = lanner.LLM()                       # the embedded default model (SmolLM2)
     llm.generate("The capital of France is", max_tokens=8, temperature=0).text
     for chunk in llm.chat([{"role": "user", "content": "Hi"}], stream=True): print(chunk.text, end="")
+    vlm = lanner.LLM("gemma-3-4b.gguf", mmproj="mmproj-gemma-3-4b.gguf")
+    vlm.chat([{"role": "user", "content": "What is this?", "images": [open("cat.png", "rb").read()]}])
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
 from .text.tokenizer import Tokenizer
-from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, SamplingParams, Timings,
-                    Usage)
+from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, PromptIds, SamplingParams,
+                    Timings, Usage)
 
 # general.file_type -> the name people know the quantization by
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
@@ -86,13 +88,17 @@ class LLM:
     but batched rows then round differently from single rows (logits depend on batch neighbours).
     backend: "auto" (a GPU if ggml has one, else the CPU), "cpu", "cuda" or "metal"; ValueError
     if this build lacks it. `backend_name` says which one the model runs on.
+    mmproj: a vision projector GGUF (llama.cpp's mmproj layout) for this model: messages may then
+    carry "images" (bytes, file paths or PIL images; placed before the message's text).
+    image_limits: lanner.vision.image.ImageLimits for images given to chat().
     """
 
     def __init__(self, model_path: Union[str, Path, None] = None, n_ctx: int = 4096,
                  n_threads: Optional[int] = None, n_batch: int = 512, n_parallel: int = 4,
                  max_queue: int = 64, type_k: str = "f16", type_v: str = "f16",
                  flash_attn: bool = True, repack: bool = False, backend: str = "auto",
-                 batch_invariant: bool = True):
+                 batch_invariant: bool = True, mmproj: Union[str, Path, None] = None,
+                 image_limits: Any = None):
         from . import _core
         from .backends import backend_of, device_for, list_devices
 
@@ -111,11 +117,31 @@ class LLM:
                             n_seq_max=max(16, n_parallel * 2), n_threads=self.n_threads,
                             type_k=type_k, type_v=type_v, flash_attn=flash_attn,
                             batch_invariant=batch_invariant)
+        self.vision = self._load_vision(mmproj, image_limits)
         self.engine = Engine(ctx, self.tokenizer, n_parallel=n_parallel, max_queue=max_queue,
-                             step_token_budget=n_batch, n_vocab=self.model.n_vocab)
+                             step_token_budget=n_batch, n_vocab=self.model.n_vocab,
+                             bidirectional_images=bool(self.vision and self.vision.bidirectional))
         self.model_name = Path(self.model_path).stem
         self.load_duration_ns = time.perf_counter_ns() - t0
         self.metadata = self._describe(ctx)
+
+    def _load_vision(self, mmproj, image_limits):
+        if mmproj is None:
+            return None
+        from .vision.encoder import ImageEncoder
+        from .vision.image import ImageLimits
+
+        enc = ImageEncoder(str(mmproj), device=self.model.device, n_threads=self.n_threads)
+        if enc.n_embd != self.model.n_embd:
+            raise ValueError(f"the vision projector {mmproj} makes {enc.n_embd}-wide embeddings but "
+                             f"the model's n_embd is {self.model.n_embd}: they are not a pair")
+        self.image_limits = image_limits or ImageLimits()
+        return enc
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether chat messages may carry images (a vision projector is loaded)."""
+        return self.vision is not None
 
     def _describe(self, ctx) -> dict[str, Any]:
         g, tok = self.gguf_metadata, self.tokenizer
@@ -147,6 +173,9 @@ class LLM:
             "backend": self.backend_name,
             "n_threads": self.n_threads,
             "kv_types": (ctx.type_k, ctx.type_v),
+            "vision": None if self.vision is None else {
+                "projector": self.vision.projector, "path": self.vision.path,
+                "image_size": self.vision.spec.image_size, "tokens_per_image": self.vision.n_tokens},
         }
 
     # ---- text ---------------------------------------------------------------------------------
@@ -168,8 +197,49 @@ class LLM:
         """Token ids of the rendered chat: the template's markers parsed as special tokens, the
         messages' text always as plain text (a user who types `<|im_end|>` gets those
         characters, not the control token), BOS added once."""
+        if any(isinstance(m, dict) and m.get("images") for m in messages):
+            return self._chat_tokens_images(messages, tools, add_generation_prompt, template_kwargs)
         return encode_chat(self.tokenizer, lambda ms, ts=None: self.render_chat(
             ms, ts, add_generation_prompt, **template_kwargs), messages, tools)
+
+    def _chat_tokens_images(self, messages, tools, add_generation_prompt, template_kwargs) -> PromptIds:
+        """chat_tokens for messages with images: each image's slot marked in its message's text,
+        the rendered chat tokenized around the slots, each slot filled with the image's tokens
+        (ids keyed by its pixels), the embeddings carried along (PromptIds.images)."""
+        from .vision.placement import expand, slot_markers, wrapper_ids
+
+        if self.vision is None:
+            raise ValueError("this model does not support images: no vision projector (mmproj) is loaded")
+        slots = slot_markers()
+        marked, images = [], []
+        for m in messages:
+            imgs = m.get("images") or [] if isinstance(m, dict) else []
+            if not imgs:
+                marked.append(m)
+                continue
+            marks = "".join(slots.marker(len(images) + k) for k in range(len(imgs)))
+            images += imgs
+            c = m.get("content") or ""
+            c = marks + c if isinstance(c, str) else [{"type": "text", "text": marks}] + list(c)
+            marked.append({k: v for k, v in m.items() if k != "images"} | {"content": c})
+        if len(images) > self.image_limits.max_images:
+            raise ValueError(f"{len(images)} images in one request, over the limit of {self.image_limits.max_images}")
+        ids = encode_chat(self.tokenizer, lambda ms, ts=None: self.render_chat(
+            ms, ts, add_generation_prompt, **template_kwargs), marked, tools, slots=slots.pattern)
+        embedded = [self.vision.embed(self._image(x)) for x in images]
+        before, after = wrapper_ids(self.vision.projector, self.tokenizer)
+        prompt = expand(ids, [(k, len(rows)) for k, rows in embedded], before, after)
+        return PromptIds(prompt, {k: rows for k, rows in embedded})
+
+    def _image(self, x):
+        """An image given to chat(): PIL image, encoded bytes, or a file path -> RGB image."""
+        from .vision.image import decode_image
+
+        if hasattr(x, "convert") and hasattr(x, "size"):
+            return x.convert("RGB")
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            return decode_image(bytes(x), self.image_limits)
+        return decode_image(Path(x).read_bytes(), self.image_limits)
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -196,8 +266,8 @@ class LLM:
         raises lanner.types.ValidationError before anything runs."""
         if isinstance(prompt, str):
             ids = self.tokenize(prompt, add_special=True, parse_special=parse_special)
-        else:
-            ids = [int(t) for t in prompt]
+        else:  # image spans' embeddings ride along (PromptIds from chat_tokens)
+            ids = PromptIds([int(t) for t in prompt], getattr(prompt, "images", None))
         req = self._request(ids, max_tokens, stop, ignore_eos, dict(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
             repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,

@@ -156,6 +156,16 @@ class FinishReason(str, Enum):
     ERROR = "error"          # the engine failed this request; FinishEvent.error says why
 
 
+class PromptIds(list):
+    """Prompt token ids that carry the embeddings of their image spans: images maps a pixel key
+    to (n_rows, n_embd) float32 rows (engine/image_spans.py). A GenerateRequest built from one
+    takes its images, so code that passes prompt ids along carries images without knowing."""
+
+    def __init__(self, ids=(), images=None):
+        super().__init__(ids)
+        self.images = dict(images or {})
+
+
 @dataclass
 class GenerateRequest:
     """One generation. prompt_tokens are final ids (template applied, BOS included if wanted)."""
@@ -171,6 +181,13 @@ class GenerateRequest:
     id: Optional[str] = None          # set by the engine at submit if None
     keep_special: frozenset = frozenset()  # special token ids whose text stays in the output
                                            # (an output format's markers, e.g. <|channel|>)
+    # image pixel key -> (n_rows, n_embd) float32 embeddings of the image spans in prompt_tokens
+    # (negative ids, see engine/image_spans.py); empty for text
+    images: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.images and isinstance(self.prompt_tokens, PromptIds):
+            self.images = self.prompt_tokens.images
 
 
 @dataclass

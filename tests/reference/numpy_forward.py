@@ -650,17 +650,22 @@ class ReferenceModel:
     def n_vocab(self) -> int:
         return self.hparams.n_vocab
 
-    def forward(self, tokens: list[int]) -> np.ndarray:
-        """Logits (n_tokens, n_vocab) float32 for tokens at positions 0..n_tokens-1 (causal)."""
+    def forward(self, tokens: list[int], embd: np.ndarray | None = None, blocks=()) -> np.ndarray:
+        """Logits (n_tokens, n_vocab) float32 for tokens at positions 0..n_tokens-1 (causal).
+        Entries whose token is -1 take the next row of `embd` (n_rows, n_embd) as their input,
+        unscaled (image embeddings); `blocks`: (start, end) spans whose entries see each other."""
         hp = self.hparams
         tok = np.asarray(tokens, dtype=np.int64)
         if tok.ndim != 1 or tok.size == 0:
             raise ValueError("tokens must be a non-empty list of ints")
-        if tok.min() < 0 or tok.max() >= hp.n_vocab:
+        if (tok.min() < 0 and embd is None) or tok.min() < -1 or tok.max() >= hp.n_vocab:
             raise ValueError(f"token id out of range [0, {hp.n_vocab})")
         pos = np.arange(tok.size)  # (n_tokens,)
         # get_rows of a quantized embedding is plain dequantization in ggml too
-        x = self.weights["token_embd.weight"][tok] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
+        x = self.weights["token_embd.weight"][np.maximum(tok, 0)] * np.float32(hp.embd_scale)  # (n_tokens, n_embd)
+        if embd is not None:
+            x[tok < 0] = np.asarray(embd, dtype=np.float32)
+        self._blocks = tuple(blocks)
         layer = {"llama": self._layer_llama, "phi3": self._layer_llama,
                  "gemma3": self._layer_gemma3, "gemma2": self._layer_gemma3,
                  "qwen2": self._layer_qwen, "qwen3": self._layer_qwen,
@@ -739,6 +744,8 @@ class ReferenceModel:
         q = self._rope(q, pos, base, pscale)
         k = self._rope(k, pos, base, pscale)
         mask = causal_mask(n, hp.sliding_window if swa else 0)  # (n_tokens, n_tokens)
+        for a, b in getattr(self, "_blocks", ()):  # bidirectional spans (Gemma 3's images)
+            mask[a:b, a:b] = True
         sinks = self.weights.get(f"blk.{il}.attn_sinks.weight")  # gpt-oss
         o = self._attend(q, k, v, mask, sinks)  # (n_tokens, n_head*hd_v)
         return self._mm_b(o, il, "attn_output")

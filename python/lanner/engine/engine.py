@@ -24,6 +24,7 @@ import numpy as np
 
 from .grammar import GrammarCompiler
 from .grammar_closing import CLOSE_NOW, closing_token
+from .image_spans import check_prompt, decode_args
 from .prefix_cache import PrefixCache
 from .request_stream import RequestStream
 from .scheduler import build_step
@@ -97,6 +98,7 @@ class Engine:
         sampler_factory: Optional[Callable[[Any], Any]] = None,
         detokenizer_factory: Optional[Callable[[Any, list[str]], Any]] = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        bidirectional_images: bool = False,
     ):
         n_seq = int(context.n_seq_max)
         if not 1 <= n_parallel <= n_seq:
@@ -114,6 +116,7 @@ class Engine:
         self._ctx = context
         self._tok = tokenizer
         self._n_vocab = n_vocab
+        self._bidirectional_images = bidirectional_images  # Gemma 3: an image's rows see each other
         self._eog = frozenset(getattr(tokenizer, "eog_ids", ()))
         self._new_sampler = sampler_factory or _default_sampler
         self._new_detok = detokenizer_factory or _default_detokenizer
@@ -148,7 +151,12 @@ class Engine:
             raise ValidationError("prompt", "must not be empty")
         if req.max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {req.max_tokens}")
-        if self._n_vocab is not None and (min(prompt) < 0 or max(prompt) >= self._n_vocab):
+        if req.images or min(prompt) < 0:  # image spans (image_spans.py)
+            why = check_prompt(prompt, req.images, self._n_vocab,
+                               min(self.step_token_budget, int(getattr(self._ctx, "n_batch", self.step_token_budget))))
+            if why is not None:
+                raise ValidationError("prompt", why)
+        elif self._n_vocab is not None and max(prompt) >= self._n_vocab:
             raise ValidationError("prompt", f"token ids must be in [0, {self._n_vocab}) (the vocabulary)")
         if len(prompt) + req.max_tokens > self.n_ctx:
             raise ContextOverflowError(len(prompt), req.max_tokens, self.n_ctx)
@@ -360,7 +368,7 @@ class Engine:
         alone: a slot whose own batch fails again ends with an error, the others are committed.
         KvCacheFullError (nothing applied) goes to the caller. Any other exception is a bug."""
         try:
-            return self._ctx.decode(batch.tokens, batch.pos, batch.seq_id, batch.want_logits)
+            return self._decode_call(batch, [s for s, _ in batch.commits])
         except DecodeError as e:
             first_error = e
         slots = [s for s, _ in batch.commits]
@@ -372,13 +380,21 @@ class Engine:
         for slot in slots:
             alone = build_step([slot], batch.n_tokens, self.n_ctx - self._ctx.n_cells_used())
             try:
-                out = self._ctx.decode(alone.tokens, alone.pos, alone.seq_id, alone.want_logits)
+                out = self._decode_call(alone, [slot])
             except DecodeError as e:
                 self._cache.rollback(slot.entry)
                 self._finish(slot, FinishReason.ERROR, f"decode failed: {e}", keep_cells=False)
                 continue
             self._commit(alone, out)
         return None
+
+    def _decode_call(self, batch, slots) -> np.ndarray:
+        """One Context.decode; image ids become their slots' embedding rows."""
+        images = {k: e for s in slots for k, e in s.req.images.items()} if any(s.req.images for s in slots) else {}
+        args = decode_args(batch.tokens, batch.pos, images, self._bidirectional_images) if images else \
+            {"tokens": batch.tokens.astype(np.int32)}
+        tokens = args.pop("tokens")
+        return self._ctx.decode(tokens, batch.pos, batch.seq_id, batch.want_logits, **args)
 
     def _commit(self, batch, out: np.ndarray) -> None:
         """A decoded batch: its cells belong to their sequences; sample each logits row."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from .image_spans import span_safe
+
 _CHUNK = 256  # tokens compared per slice when measuring a common prefix
 
 
@@ -69,6 +71,10 @@ class PrefixCache:
         """Best source for `prompt`: (entry, reusable tokens). At most len(prompt)-1 tokens are
         reused: the last prompt token is always recomputed to get its logits."""
         limit = len(prompt) - 1
+        best, best_n = self._match(prompt, session_id, limit)
+        return best, span_safe(prompt, best_n)  # an image span is reused whole or not at all
+
+    def _match(self, prompt: Sequence[int], session_id: Optional[str], limit: int) -> tuple[Optional[SeqEntry], int]:
         pinned = self._sessions.get(session_id) if session_id is not None else None
         if pinned is not None and not pinned.active:
             n = common_prefix_len(pinned.tokens, prompt, min(limit, pinned.n_cells))

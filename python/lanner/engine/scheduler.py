@@ -13,12 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .image_spans import span_len_at, span_safe
 from .slot import Slot
 
 
 @dataclass
 class StepBatch:
-    tokens: np.ndarray        # int32 [n] token ids
+    tokens: np.ndarray        # int64 [n] token ids (negative: image rows, see image_spans.py)
     pos: np.ndarray           # int32 [n] positions in their sequence
     seq_id: np.ndarray        # int32 [n]
     want_logits: np.ndarray   # bool  [n]
@@ -61,8 +62,12 @@ def build_step(slots: Sequence[Slot], budget: int, max_cells: int) -> StepBatch:
         left = s.prefill_left
         if left == 0:
             continue
-        n = min(left, room)
         p0 = s.entry.n_cells
+        n = span_safe(s.entry.tokens, p0 + min(left, room)) - p0  # never cut an image span
+        if n == 0:  # an image span starts here and exceeds the room: the cells decide
+            n = span_len_at(s.entry.tokens, p0)
+            if n == 0 or n > max_cells - len(toks):
+                continue
         toks.extend(s.entry.tokens[p0:p0 + n])
         pos.extend(range(p0, p0 + n))
         seqs.extend([s.seq_id] * n)
@@ -74,7 +79,7 @@ def build_step(slots: Sequence[Slot], budget: int, max_cells: int) -> StepBatch:
         room -= n
 
     return StepBatch(
-        tokens=np.asarray(toks, dtype=np.int32),
+        tokens=np.asarray(toks, dtype=np.int64),
         pos=np.asarray(pos, dtype=np.int32),
         seq_id=np.asarray(seqs, dtype=np.int32),
         want_logits=np.asarray(want, dtype=np.bool_),

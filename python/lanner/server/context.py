@@ -35,7 +35,8 @@ def load_backend(settings: Settings):
     path = str(settings.model or default_model_path())
     kwargs = {"n_ctx": settings.ctx_size or None, "n_threads": settings.threads or None,
               "n_parallel": settings.parallel, "max_queue": settings.max_queue,
-              "backend": settings.backend}
+              "backend": settings.backend, "mmproj": settings.mmproj_path(path),
+              "image_limits": settings.image_limits()}
     return LLM(path, **{k: v for k, v in kwargs.items() if v is not None})
 
 

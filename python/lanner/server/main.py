@@ -25,6 +25,11 @@ log = logging.getLogger("lanner.server")
 _FLAGS = [  # (flag, Settings field, type, help)
     ("--model", "model", str, "GGUF file to serve (default: $LANNER_MODEL or the embedded SmolLM2)"),
     ("--model-name", "model_name", str, "name the API reports (default: the file's stem)"),
+    ("--mmproj", "mmproj", str, "vision projector GGUF (llama.cpp mmproj) for the model (default: "
+                                "an mmproj*.gguf in the model's folder, if there is one)"),
+    ("--max-images", "max_images", int, "images per request (default 16)"),
+    ("--max-image-bytes", "max_image_bytes", int, "encoded bytes per image (default 20 MiB)"),
+    ("--max-image-pixels", "max_image_pixels", int, "width x height per image (default 50,000,000)"),
     ("--host", "host", str, "interface to listen on (default 127.0.0.1)"),
     ("--port", "port", int, "TCP port (default 8080)"),
     ("--backend", "backend", str, "compute backend: auto (a GPU if this build of ggml has one, "
@@ -64,6 +69,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="a browser origin allowed to call the API (repeatable; default: none but "
                         "the server's own page)")
     p.add_argument("--stop", dest="stop", action="append", default=None, help=_STOP_HELP)
+    p.add_argument("--no-mmproj", dest="no_mmproj", action="store_true", default=None,
+                   help="serve text only: do not load a vision projector found beside the model")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -132,6 +139,7 @@ def check_backend(settings: Settings) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
     overrides["stop"] = getattr(args, "stop", None)
+    overrides["no_mmproj"] = getattr(args, "no_mmproj", None)
     if getattr(args, "cors_origin", None):
         overrides["cors_origins"] = ",".join(args.cors_origin)
     try:
@@ -144,6 +152,8 @@ def run_serve(args: argparse.Namespace) -> int:
             settings.model = str(default_model_path())
         if not Path(settings.model).is_file():
             raise FileNotFoundError(f"model file not found: {settings.model}")
+        if settings.mmproj and not settings.no_mmproj and not Path(settings.mmproj).is_file():
+            raise FileNotFoundError(f"vision projector file not found: {settings.mmproj}")
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"lanner serve: {e}", file=sys.stderr)
         return 2

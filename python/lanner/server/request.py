@@ -21,6 +21,7 @@ from ..text import tool_prompt
 from ..text.output_format import PARSERS, choose_format
 from ..types import GenerateRequest, SamplingParams, ValidationError
 from .errors import ApiError, bad_request
+from .images import decode_messages
 from .structured import JsonFormat, with_instruction
 
 _MISSING = object()
@@ -186,6 +187,7 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
                                 f"tokens (each takes at least one)", param=field_,
                            code="context_length_exceeded")
     check_prompt_chars(backend, text_chars(messages), param)
+    messages = decode_messages(backend, messages, param)  # images: 400s naming the part
     if json is not None:
         messages = with_instruction(messages, json)
     messages = tool_prompt.tool_names(messages)
@@ -197,8 +199,8 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
     if effort is not None:
         kwargs["reasoning_effort"] = effort
     try:
-        return list(backend.chat_tokens(messages, tools=tools or None, add_generation_prompt=True,
-                                        **kwargs))
+        ids = backend.chat_tokens(messages, tools=tools or None, add_generation_prompt=True, **kwargs)
+        return ids if isinstance(ids, list) else list(ids)  # a PromptIds carries its images
     except ValueError as e:  # ChatTemplateError
         raise bad_request(param, f"the chat template rejected the messages: {e}") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Optional
 
 from ..backends import normalize_backend
@@ -21,6 +22,10 @@ from ..types import SamplingParams, ValidationError
 ENV_VARS = {
     "LANNER_MODEL": "model",              # GGUF path; default: the embedded SmolLM2
     "LANNER_MODEL_NAME": "model_name",    # alias the API reports; default: the file's stem
+    "LANNER_MMPROJ": "mmproj",            # vision projector GGUF; default: mmproj*.gguf beside the model
+    "LANNER_MAX_IMAGES": "max_images",    # images per request
+    "LANNER_MAX_IMAGE_BYTES": "max_image_bytes",    # encoded bytes per image
+    "LANNER_MAX_IMAGE_PIXELS": "max_image_pixels",  # width * height per image
     "LANNER_HOST": "host",
     "LANNER_PORT": "port",
     "LANNER_BACKEND": "backend",          # auto | cpu | cuda | metal
@@ -75,6 +80,11 @@ _PARSERS = {"int": int, "float": float, "Optional[int]": int, "Optional[float]":
 class Settings:
     model: Optional[str] = None   # None = lanner.default_model.default_model_path()
     model_name: Optional[str] = None
+    mmproj: Optional[str] = None  # None = an mmproj*.gguf next to the model, if there is one
+    no_mmproj: bool = False       # never load a vision projector
+    max_images: int = 16
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
     host: str = "127.0.0.1"
     port: int = 8080
     backend: str = "auto"
@@ -131,7 +141,7 @@ class Settings:
 
     def check(self) -> "Settings":
         for name in ("port", "parallel", "max_tokens", "max_body_bytes", "io_timeout",
-                     "max_upload_bytes"):
+                     "max_upload_bytes", "max_images", "max_image_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "ctx_size", "max_queue", "http_threads"):
@@ -146,6 +156,26 @@ class Settings:
         if self.stop is not None and not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError(f"stop strings must be non-empty, got {self.stop!r}")
         return self
+
+    def mmproj_path(self, model_path: str) -> Optional[str]:
+        """The vision projector to load with `model_path`: --mmproj, else the one mmproj*.gguf
+        beside the model (with several, the one whose name contains the model's stem), else
+        None; always None with --no-mmproj."""
+        if self.no_mmproj:
+            return None
+        if self.mmproj:
+            return self.mmproj
+        model = Path(model_path)
+        found = sorted(p for p in model.parent.glob("mmproj*.gguf") if p.is_file())
+        if len(found) > 1:
+            found = [p for p in found if model.stem.lower() in p.name.lower()]
+        return str(found[0]) if len(found) == 1 else None
+
+    def image_limits(self):
+        from ..vision.image import ImageLimits
+
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
+                           max_images=self.max_images)
 
     def _set_sampling(self) -> dict:
         return {k: getattr(self, k) for k in SAMPLING_FIELDS if getattr(self, k) is not None}

@@ -79,10 +79,12 @@ def special_pattern(texts: Sequence[str]) -> Optional["re.Pattern[str]"]:
     return re.compile("|".join(map(re.escape, texts))) if texts else None
 
 
-def encode_chat(tokenizer, render, messages: Sequence[dict], tools: Optional[list] = None) -> list[int]:
+def encode_chat(tokenizer, render, messages: Sequence[dict], tools: Optional[list] = None,
+                slots: "Optional[re.Pattern[str]]" = None) -> list[int]:
     """Token ids of `render(messages)` (the chat template; `render(messages, tools)` when tools
     are given), message text, tool calls and tool definitions fenced; BOS added once (not when
-    the template wrote it)."""
+    the template wrote it). slots: a pattern whose matches in the rendered text (with the slot
+    number as group 1) become the placeholder id -(n+1) instead of text (images)."""
     pattern = tokenizer.special_pattern
     fence = Fence(pattern) if pattern is not None else None
     if fence is not None:
@@ -91,8 +93,24 @@ def encode_chat(tokenizer, render, messages: Sequence[dict], tools: Optional[lis
     text = render(messages) if tools is None else render(messages, tools)
     bos = tokenizer.bos_text
     add_bos = not (bool(bos) and text.startswith(bos))  # the template wrote BOS itself
-    if fence is None or not fence.used:
+    if slots is None and (fence is None or not fence.used):
         return tokenizer.encode(text, add_special=add_bos, parse_special=True)
-    ids = [i for segment, fenced in fence.split(text)
-           for i in tokenizer.encode(segment, add_special=False, parse_special=not fenced)]
+    pieces = fence.split(text) if fence is not None and fence.used else [(text, False)]
+    ids = [i for segment, fenced in pieces for i in _encode_slots(tokenizer, segment, fenced, slots)]
     return tokenizer.add_specials(ids) if add_bos else ids
+
+
+def _encode_slots(tokenizer, segment: str, fenced: bool, slots) -> list[int]:
+    """A segment's ids, each slot marker in it as its placeholder -(n+1)."""
+    if slots is None or fenced:
+        return tokenizer.encode(segment, add_special=False, parse_special=not fenced)
+    out: list[int] = []
+    pos = 0
+    for m in slots.finditer(segment):
+        if m.start() > pos:
+            out += tokenizer.encode(segment[pos:m.start()], add_special=False, parse_special=True)
+        out.append(-(int(m.group(1)) + 1))
+        pos = m.end()
+    if pos < len(segment):
+        out += tokenizer.encode(segment[pos:], add_special=False, parse_special=True)
+    return out

@@ -133,6 +133,15 @@ class Tokenizer:
             ids = self._encode_raw(text)
         return self.add_specials(ids) if add_special else ids
 
+    def token_to_id(self, text: str) -> "Optional[int]":
+        """The id of the token spelled exactly `text` (the first such), or None."""
+        ids = getattr(self, "_ids_by_text", None)
+        if ids is None:
+            ids = self._ids_by_text = {}
+            for i, t in enumerate(self._tokens):
+                ids.setdefault(t, i)
+        return ids.get(text)
+
     def add_specials(self, ids: list[int]) -> list[int]:
         """ids with BOS prepended (unless already first) and EOS appended, as the model's
         add_bos / add_eos flags say."""

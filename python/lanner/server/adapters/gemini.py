@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 from ...types import FinishEvent, FinishReason, GenerateRequest, Grammar, SamplingParams
 from .. import reply
 from ..errors import ApiError, bad_request
+from ..images import gemini_inline_part
 from ..reply import Ending, Piece, Reply
 from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
@@ -41,7 +42,7 @@ def _norm(obj) -> dict:
 
 # ---- parse ----
 
-def _text_of(content, path: str) -> str:
+def _text_of(content, path: str, images: Optional[list] = None) -> str:
     """The text of a Content ({parts: [{text}]}), a bare string, or a list of parts."""
     if isinstance(content, str):
         return content
@@ -60,6 +61,8 @@ def _text_of(content, path: str) -> str:
             if not isinstance(part["text"], str):
                 raise bad_request(f"{path}.parts[{i}].text", "must be a string")
             texts.append(part["text"])
+        elif "inlineData" in part and images is not None:  # server/images.py
+            images.append(gemini_inline_part(part, f"{path}.parts[{i}]"))
         elif "inlineData" in part or "fileData" in part:
             raise bad_request(f"{path}.parts[{i}]", "this model takes text only (no inline or file data)")
         else:
@@ -90,8 +93,11 @@ def _messages(body: dict) -> list[dict]:
         if isinstance(c, dict) and has_call_parts(c):
             messages += tool_turns(c, role, f"contents[{i}]")
             continue
+        images: list = []
         messages.append({"role": "assistant" if role == "model" else "user",
-                         "content": _text_of(c, f"contents[{i}]")})
+                         "content": _text_of(c, f"contents[{i}]", images)})
+        if images:
+            messages[-1]["images"] = images
     return messages
 
 

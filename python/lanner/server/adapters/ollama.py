@@ -17,6 +17,7 @@ from ... import __version__
 from ...types import FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
+from ..images import ollama_images
 from ..reply import Ending, Piece, Reply, token_text
 from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
@@ -87,11 +88,6 @@ def _think(body: dict) -> Optional[bool]:
     raise bad_request("think", f"must be a boolean or low/medium/high, got {t!r}")
 
 
-def _no_images(obj: dict, path: str) -> None:
-    if obj.get("images"):
-        raise bad_request(path, "this model does not support images (it takes text only)")
-
-
 def _keep_alive(body: dict) -> None:
     ka = body.get("keep_alive")
     if ka is not None and (isinstance(ka, bool) or not isinstance(ka, (int, float, str))):
@@ -136,7 +132,7 @@ def parse_generate(body, ctx) -> Optional[Call]:
     opt_str(body, "template", "template")
     if opt_str(body, "suffix", "suffix"):
         raise bad_request("suffix", "suffix (fill-in-the-middle) is not supported by this model")
-    _no_images(body, "images")
+    images = ollama_images(body, "images")  # server/images.py
     raw = opt_bool(body, "raw", "raw", default=False)
     if not prompt:
         return None
@@ -145,15 +141,16 @@ def parse_generate(body, ctx) -> Optional[Call]:
         tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": prompt}]
+                   [{"role": "user", "content": prompt, **({"images": images} if images else {})}]
         tokens = chat_prompt(ctx.backend, messages, think=f.think, json=f.json, param="prompt",
                              effort=f.effort)
     return f.call(ctx, tokens, "generate", tools=False)
 
 
 def _message(m: dict, path: str) -> dict:
-    _no_images(m, f"{path}.images")
     msg = {"content": opt_str(m, "content", f"{path}.content", default="")}
+    if m.get("images"):
+        msg["images"] = ollama_images(m, f"{path}.images")
     calls = opt_list(m, "tool_calls", f"{path}.tool_calls")
     if calls:
         msg["tool_calls"] = [{"type": "function", "function": tc.get("function", {})}
@@ -312,6 +309,8 @@ def capabilities(meta: dict) -> list[str]:
         caps.append("tools")
     if "<think>" in tmpl or "enable_thinking" in tmpl:
         caps.append("thinking")
+    if meta.get("vision"):  # a vision projector (mmproj) is loaded
+        caps.append("vision")
     return caps
 
 

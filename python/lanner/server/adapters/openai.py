@@ -16,6 +16,7 @@ from ... import __version__
 from ...types import FinishEvent, GenerateRequest, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
+from ..images import openai_image_part
 from ..reply import Ending, Piece, Reply, token_text
 from ...text.output_parse import CALL_ARGS, CALL_START, Part
 from ..request import (Call, chat_prompt, output_format, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
@@ -98,7 +99,7 @@ def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dic
                 options={"include_usage": include_usage, **options}, **fields)
 
 
-def _content_text(content, path: str) -> str:
+def _content_text(content, path: str, images: Optional[list] = None) -> str:
     """A message's content as text: a string, or content parts [{type: text, text}]."""
     if content is None:
         return ""
@@ -119,6 +120,8 @@ def _content_text(content, path: str) -> str:
             if not isinstance(t, str):
                 raise bad_request(f"{path}[{i}].text", "must be a string")
             texts.append(t)
+        elif kind in ("image_url", "input_image") and images is not None:  # server/images.py
+            images.append(openai_image_part(part, f"{path}[{i}]"))
         elif kind in ("image_url", "input_image", "image", "input_audio", "file"):
             raise bad_request(f"{path}[{i}]", f"content type {kind!r} is not supported: "
                               "this model takes text only")
@@ -142,7 +145,10 @@ def _template_tool_call(call, path: str) -> dict:
 
 
 def _message(m: dict, path: str) -> dict:
-    msg = {"content": _content_text(m.get("content"), f"{path}.content")}
+    images: list = []
+    msg = {"content": _content_text(m.get("content"), f"{path}.content", images)}
+    if images:
+        msg["images"] = images
     calls = m.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):

@@ -11,6 +11,7 @@ Must not: submit to the engine or touch HTTP objects (routes_webui.py and routes
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, Optional
 
 from ...types import FinishEvent, GenerateRequest
@@ -160,11 +161,13 @@ def stream_chat(call: Call, events) -> Iterator[bytes]:
 def render_models(ctx, base: dict) -> dict:
     """GET /api/models: `base` (the keys /api/models always had) plus the spec's web UI fields."""
     f = ctx.model_facts()
+    mmproj = (f["metadata"].get("vision") or {}).get("path")  # a loaded vision projector
     return {**base,
-            "models": [f["file"]], "mmProjModels": [], "loadedModel": f["file"],
-            "loadedMmProj": None, "loadedBackend": base["backend"],
+            "models": [f["file"]], "mmProjModels": [Path(mmproj).name] if mmproj else [],
+            "loadedModel": f["file"], "loadedMmProj": Path(mmproj).name if mmproj else None,
+            "loadedBackend": base["backend"],
             "defaultBackend": base["backend"], "supportedBackends": supported_backends(ctx),
-            "hostedModelPath": f["path"], "hostedMmProjPath": None,
+            "hostedModelPath": f["path"], "hostedMmProjPath": mmproj,
             "defaultMaxTokens": ctx.settings.max_tokens, "modelName": f["name"],
             "family": f["architecture"], "contextSize": f["n_ctx"],
             "trainedContextSize": f["context_length"], "vision": has_vision(ctx.backend),
