@@ -85,10 +85,14 @@ __attribute__((target("avx2,fma,f16c"))) void scale_f16_avx2(ggml_fp16_t* y, flo
 
 __attribute__((target("avx2,fma,f16c"))) void mad_f16_avx2(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {
     const __m256 vv = _mm256_set1_ps(v);
-    for (int i = 0; i < n; i += 8) {
-        const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i)));
-        const __m256 vy = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i)));
-        _mm_storeu_si128((__m128i*)(y + i), _mm256_cvtps_ph(_mm256_fmadd_ps(vx, vv, vy), 0));
+    for (int i = 0; i < n; i += 32) {  // 4 independent vectors per iteration
+        __m256 r[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i + 8 * j)));
+            const __m256 vy = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i + 8 * j)));
+            r[j] = _mm256_fmadd_ps(vx, vv, vy);
+        }
+        for (int j = 0; j < 4; ++j) _mm_storeu_si128((__m128i*)(y + i + 8 * j), _mm256_cvtps_ph(r[j], 0));
     }
 }
 
