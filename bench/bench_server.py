@@ -101,9 +101,19 @@ class Server:
                 self.proc.wait()
 
 
+_MODEL_IDS: dict[str, str] = {}
+
+
+def model_id(url: str) -> str:
+    """The server's own name for its model (lanner answers 404 to another name)."""
+    if url not in _MODEL_IDS:
+        _MODEL_IDS[url] = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
+    return _MODEL_IDS[url]
+
+
 def one_request(session, url: str, prompt: str, max_tokens: int) -> dict:
     """Stream one chat completion: tokens, TTFT (s), gaps between content chunks (s)."""
-    body = {"model": "m", "stream": True, "max_tokens": max_tokens, "temperature": 0,
+    body = {"model": model_id(url), "stream": True, "max_tokens": max_tokens, "temperature": 0,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": prompt}]}
     t0 = time.perf_counter()
@@ -132,12 +142,13 @@ def workload(url: str, clients: int, n_req: int, max_tokens: int, tag: str) -> d
     lock = threading.Lock()
 
     def client(i: int) -> None:
-        s = requests.Session()
-        for k in range(n_req):
+        for k in range(n_req):  # a new connection per request: llama-server closes idle keep-alives
+            s = requests.Session()
             prompt = (f"[{tag} {i}.{k}] Write a short paragraph about "
                       f"{TOPICS[(i * n_req + k) % len(TOPICS)]}.")
             try:
-                r = one_request(s, url, prompt, max_tokens)
+                with s:
+                    r = one_request(s, url, prompt, max_tokens)
             except Exception as e:  # noqa: BLE001 - counted, not fatal
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}")
