@@ -24,11 +24,11 @@ def model(request):
 
 def _run(model, rows: bool, monkeypatch) -> tuple[bool, np.ndarray]:
     monkeypatch.setenv("LANNER_ATTN_ROWS", "1" if rows else "0")
-    c = core.Context(model, n_ctx=1536, n_batch=256, n_seq_max=6, n_threads=2)
+    c = core.Context(model, n_ctx=1024, n_batch=256, n_seq_max=6, n_threads=2)
     rng = np.random.default_rng(7)
     toks = lambda n: rng.integers(10, min(model.n_vocab, 20000), n).astype(np.int32)  # noqa: E731
     outs = []
-    lens = {0: 600, 1: 150, 2: 40}
+    lens = {0: 530, 1: 100, 2: 30}  # seq 0 passes Gemma 3's 512-position window
     for s, n in lens.items():  # prompts in chunks (256-token ubatches), interleaved cells follow
         out = c.decode(toks(n), np.arange(n, dtype=np.int32), np.full(n, s, np.int32), np.ones(n, np.uint8))
         outs.append(out[::7].copy())
