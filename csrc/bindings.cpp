@@ -247,6 +247,8 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("device", &Context::device_name)
         .def_property_readonly("flash_attn", &Context::use_flash_attn)
         .def_property_readonly("batch_invariant", [](Context& c) { return c.params().batch_invariant != 0; })
+        .def_property_readonly("attn_rows", &Context::use_attn_rows,
+                               "attention visits each row's own cells (per-row lists), not all n_kv")
         .def_property_readonly("type_k", [](Context& c) { return std::string(ggml_type_name(c.params().type_k)); })
         .def_property_readonly("type_v", [](Context& c) { return std::string(ggml_type_name(c.params().type_v)); })
         .def_property("n_threads", &Context::n_threads, &Context::set_n_threads);

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -10,6 +12,7 @@
 #include "arch.h"
 #include "error.h"
 #include "ggml-cpu.h"
+#include "kernels/attn_rows.h"
 
 namespace lanner {
 
@@ -33,6 +36,17 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
 
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
                                     params_.n_seq_max, params_.type_k, params_.type_v, !use_flash_attn());
+
+    // Batch-invariant flash attention on the CPU: each row visits only its own sequence's cells
+    // (kernels/attn_rows.h, ggml's reference arithmetic); LANNER_ATTN_ROWS=0 keeps ggml's masked
+    // kernel over [0, n_kv) (for comparison: bench/README.md).
+    bool sinks = false;
+    for (const auto& l : model_->layers) sinks = sinks || l.attn_sinks != nullptr;
+    const char* rows_env = std::getenv("LANNER_ATTN_ROWS");
+    use_attn_rows_ = params_.batch_invariant && use_flash_attn() && backend_ == backend_cpu_ &&
+                     params_.type_k == GGML_TYPE_F16 && params_.type_v == GGML_TYPE_F16 &&
+                     hp.n_embd_head_k % 32 == 0 && hp.n_embd_head_v % 32 == 0 && !sinks &&
+                     !(rows_env && std::strcmp(rows_env, "0") == 0);
 
     graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * (64 + 2 * hp.n_expert_used));  // MoE: a view + add per expert
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
@@ -98,8 +112,15 @@ Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs, int n
     r.in.kv_idxs = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, n_tokens), "inp_kv_idxs");
     if (kv_->v_trans)
         r.in.v_idxs = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I64, (int64_t)hp.n_embd_v_gqa() * n_tokens), "inp_v_idxs");
-    r.in.mask = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask");
-    if (hp.n_swa > 0) r.in.mask_swa = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask_swa");
+    if (use_attn_rows_) {
+        const int64_t cap = attn_rows_cap(n_tokens, n_kv, params_.n_seq_max);
+        r.in.attn_cells = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, cap), "inp_attn_cells");
+        r.in.attn_rows = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, 3 * (int64_t)n_tokens), "inp_attn_rows");
+    } else {
+        r.in.mask = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask");
+        if (hp.n_swa > 0)
+            r.in.mask_swa = input(ggml_new_tensor_2d(r.ctx, GGML_TYPE_F16, n_kv, n_tokens), "inp_mask_swa");
+    }
     if (n_outputs > 0 && n_outputs != n_tokens)
         r.in.out_ids = input(ggml_new_tensor_1d(r.ctx, GGML_TYPE_I32, n_outputs), "inp_out_ids");
     if (n_embd_rows > 0) {
@@ -136,6 +157,34 @@ void Context::fill_masks(const Batch& b, int i0, int n_tokens, int n_kv) {
             row[c] = zero;
             if (row_swa && p - cells[c].pos < n_swa) row_swa[c] = zero;
         }
+    }
+}
+
+// The ubatch's sequences' cells, each sequence's list in cell order (= position order) back to
+// back; row t (sequence s, position p) sees the prefix of s's list with pos <= p, less (on
+// sliding-window layers) the first `skip` entries, those with p - pos >= n_swa. Same cells, in
+// the same order, as the unmasked ones of fill_masks' row.
+void Context::fill_attn_rows(const Batch& b, int i0, int n_tokens, int n_kv) {
+    const int n_swa = model_->hp.n_swa;
+    const auto& cells = kv_->cells;
+    uint64_t in_ubatch = 0;
+    for (int t = 0; t < n_tokens; ++t) in_ubatch |= (uint64_t)1 << b.seq[i0 + t];
+    int32_t len[k_max_seq] = {}, off[k_max_seq] = {}, end[k_max_seq] = {};
+    for (int c = 0; c < n_kv; ++c)
+        for (uint64_t m = cells[c].seqs & in_ubatch; m; m &= m - 1) ++len[__builtin_ctzll(m)];
+    for (int s = 0, total = 0; s < k_max_seq; ++s) off[s] = end[s] = total, total += len[s];
+    attn_cells_.assign(attn_rows_cap(n_tokens, n_kv, params_.n_seq_max), 0);
+    for (int c = 0; c < n_kv; ++c)
+        for (uint64_t m = cells[c].seqs & in_ubatch; m; m &= m - 1) attn_cells_[end[__builtin_ctzll(m)]++] = c;
+    attn_rows_.resize(3 * (size_t)n_tokens);
+    for (int t = 0; t < n_tokens; ++t) {
+        const int s = b.seq[i0 + t];
+        const int32_t p = b.pos[i0 + t];
+        int32_t n = 0, skip = 0;
+        while (n < len[s] && cells[attn_cells_[off[s] + n]].pos <= p) ++n;
+        if (n_swa > 0)
+            while (skip < n && p - cells[attn_cells_[off[s] + skip]].pos >= n_swa) ++skip;
+        attn_rows_[3 * t] = off[s], attn_rows_[3 * t + 1] = n, attn_rows_[3 * t + 2] = skip;
     }
 }
 
@@ -216,7 +265,10 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
     }
     const int n_kv = std::min(kv_->n_ctx, GGML_PAD(kv_->used_end(), k_kv_pad));
     const int n_outputs = (int)out_ids_.size();
-    fill_masks(b, i0, n_tokens, n_kv);
+    if (use_attn_rows_)
+        fill_attn_rows(b, i0, n_tokens, n_kv);
+    else
+        fill_masks(b, i0, n_tokens, n_kv);
     const int embd_row0 = embd_rows_before(b, i0);
     tokens_.assign(b.tokens + i0, b.tokens + i0 + n_tokens);
     embd_idx_.clear();
@@ -254,8 +306,13 @@ void Context::decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0) 
             for (int64_t d = 0; d < n_v; ++d) v_idx_[(size_t)t * n_v + d] = d * kv_->n_ctx + idx_[t];
         set(g.in.v_idxs, v_idx_.data(), sizeof(int64_t) * v_idx_.size());
     }
-    set(g.in.mask, mask_.data(), sizeof(ggml_fp16_t) * mask_.size());
-    if (g.in.mask_swa) set(g.in.mask_swa, mask_swa_.data(), sizeof(ggml_fp16_t) * mask_swa_.size());
+    if (use_attn_rows_) {
+        set(g.in.attn_cells, attn_cells_.data(), sizeof(int32_t) * attn_cells_.size());
+        set(g.in.attn_rows, attn_rows_.data(), sizeof(int32_t) * attn_rows_.size());
+    } else {
+        set(g.in.mask, mask_.data(), sizeof(ggml_fp16_t) * mask_.size());
+        if (g.in.mask_swa) set(g.in.mask_swa, mask_swa_.data(), sizeof(ggml_fp16_t) * mask_swa_.size());
+    }
     if (g.in.out_ids) set(g.in.out_ids, out_ids_.data(), sizeof(int32_t) * n_outputs);
 
     ggml_status st = ggml_backend_sched_graph_compute(sched_, g.gf);

@@ -63,6 +63,7 @@ class Context {
     void set_n_threads(int n);
     const char* device_name() const;
     bool use_flash_attn() const;
+    bool use_attn_rows() const { return use_attn_rows_; }  // kernels/attn_rows.h in use
 
   private:
     std::shared_ptr<Model> model_;
@@ -83,6 +84,9 @@ class Context {
     std::vector<int32_t> out_ids_;   // [n_out] rows of this ubatch wanting logits
     std::vector<ggml_fp16_t> mask_;  // [T, n_kv]
     std::vector<ggml_fp16_t> mask_swa_;
+    bool use_attn_rows_ = false;  // attention over per-row cell lists instead of masked n_kv cells
+    std::vector<int32_t> attn_cells_;  // [attn_rows_cap] lists of the ubatch's sequences
+    std::vector<int32_t> attn_rows_;   // [3*T] off, n, skip per row
 
     struct Built {
         ggml_context* ctx;  // graph metadata; freed by the caller
@@ -103,6 +107,7 @@ class Context {
     std::vector<int> ubatch_ends(const Batch& b) const;
     void drop_graph();
     void fill_masks(const Batch& b, int i0, int n_tokens, int n_kv);
+    void fill_attn_rows(const Batch& b, int i0, int n_tokens, int n_kv);
     void decode_ubatch(const Batch& b, int i0, int n_tokens, int out_row0);
 };
 

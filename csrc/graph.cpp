@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "kernels/attn_rows.h"
+
 namespace lanner {
 
 ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w) {
@@ -62,6 +64,12 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
     } else {
         ggml_tensor* v2 = ggml_reshape_2d(ctx, v, hp.n_embd_v_gqa(), b.n_tokens);
         ggml_build_forward_expand(b.gf, ggml_set_rows(ctx, v_cache, v2, b.in.kv_idxs));
+    }
+
+    if (b.in.attn_rows && !sinks) {  // each row over its own cells (same arithmetic as below)
+        ggml_tensor* out = attn_rows(ctx, q, k_cache, v_cache, b.in.attn_cells, b.in.attn_rows, hp.n_head_kv, scale,
+                                     hp.attn_softcap, swa);  // [hd_v, n_head, T]
+        return ggml_reshape_2d(ctx, out, hp.n_embd_head_v * hp.n_head, b.n_tokens);
     }
 
     // keys of the visited cells: [hd_k, n_kv, n_head_kv]

@@ -21,6 +21,10 @@ struct GraphInputs {
     ggml_tensor* out_ids = nullptr;   // I32 [n_outputs]: rows whose logits are wanted
     ggml_tensor* embd = nullptr;      // F32 [n_embd, n_embd_rows]: rows given in place of tokens (or null)
     ggml_tensor* embd_idx = nullptr;  // I64 [n_embd_rows]: the ubatch entry each row goes to
+    // per-row cell lists (kernels/attn_rows.h), set when the context attends that way (then the
+    // masks are unused): I32 [cap] cells of the ubatch's sequences, I32 [3*n_tokens] off, n, skip
+    ggml_tensor* attn_cells = nullptr;
+    ggml_tensor* attn_rows = nullptr;
 };
 
 struct GraphBuild {

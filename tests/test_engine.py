@@ -14,6 +14,7 @@ import pytest
 
 from fake_core import FakeContext, FakeDetokenizer, FakeModel, FakeSampler, FakeTokenizer
 from lanner.engine import Engine
+from lanner.engine.engine import MIN_PROMPT_CHUNK
 from lanner.types import (
     ContextOverflowError,
     FinishEvent,
@@ -29,12 +30,13 @@ GREEDY = SamplingParams(temperature=0.0)
 
 
 def make(n_ctx=2048, n_parallel=4, n_seq_max=8, budget=48, max_queue=64, gated=False,
-         max_step_ms=None, ns_per_token=0):
+         max_step_ms=None, ns_per_token=0, min_prompt_chunk=MIN_PROMPT_CHUNK):
     ctx = FakeContext(FakeModel(N_VOCAB), n_ctx=n_ctx, n_seq_max=n_seq_max, ns_per_token=ns_per_token)
     if gated:
         ctx.gate = threading.Semaphore(0)
     eng = Engine(ctx, FakeTokenizer(N_VOCAB), n_parallel=n_parallel, max_queue=max_queue,
                  step_token_budget=budget, max_step_ms=max_step_ms, n_vocab=N_VOCAB,
+                 min_prompt_chunk=min_prompt_chunk,
                  sampler_factory=FakeSampler, detokenizer_factory=FakeDetokenizer, clock=ctx.clock)
     return eng, ctx
 
@@ -132,8 +134,10 @@ def test_long_prompt_is_chunked_and_does_not_stall_a_running_stream(engines):
 def test_prompt_chunks_shrink_to_keep_steps_short_while_streams_generate(engines):
     # simulated 10 ms per batch token and a 250 ms step target: chunks of 25 tokens while a
     # generates; once only b is left, its prompt goes at the full budget of 200
+    # (min_prompt_chunk 16: below the 24 prompt tokens the target leaves room for)
     rng = random.Random(19)
-    eng2, ctx2 = engines(n_parallel=2, budget=200, max_step_ms=250, ns_per_token=10_000_000, gated=True)
+    eng2, ctx2 = engines(n_parallel=2, budget=200, max_step_ms=250, ns_per_token=10_000_000, gated=True,
+                         min_prompt_chunk=16)
     a = eng2.submit(req(prompt(rng, 40), max_tokens=6, ignore_eos=True))
     ctx2.wait_started(1)
     ctx2.step(2)
@@ -146,6 +150,25 @@ def test_prompt_chunks_shrink_to_keep_steps_short_while_streams_generate(engines
     assert mixed and max(mixed) <= 25       # 250 ms / 10 ms per token
     assert 200 in sizes                     # b alone: the whole budget again
     assert eng2.stats().total_processed == 2
+
+
+def test_a_short_prompt_goes_in_one_step_even_past_the_step_target(engines):
+    # 10 ms per batch token, 250 ms target: only 24 prompt tokens "fit", but a prompt up to
+    # min_prompt_chunk (default 128) is taken whole, so its first token comes after one step
+    rng = random.Random(21)
+    eng, ctx = engines(n_parallel=2, budget=200, max_step_ms=250, ns_per_token=10_000_000, gated=True)
+    a = eng.submit(req(prompt(rng, 40), max_tokens=6, ignore_eos=True))
+    ctx.wait_started(1)
+    ctx.step(2)
+    b = eng.submit(req(prompt(rng, 100), max_tokens=2, ignore_eos=True))
+    ctx.open_gate()
+    collect(a), collect(b)
+    mixed = [n for n, log in zip(ctx.decode_calls, ctx.decode_log) if len(set(log[2].tolist())) == 2]
+    # a's next token + b's whole prompt (less its first token, a prefix-cache hit on a's cells)
+    assert mixed[0] >= 100
+    seq_a = ctx.decode_log[0][2][0]
+    assert sum(1 for log in ctx.decode_log if (log[2] != seq_a).sum() > 1) == 1  # b prefilled once
+    assert MIN_PROMPT_CHUNK >= 100
 
 
 def test_timings_follow_the_clock(engines):

@@ -49,7 +49,11 @@ from ..types import (
 
 DEFAULT_STEP_TOKENS = 512  # tokens per decode batch (decode tokens + prompt chunk)
 DEFAULT_MAX_STEP_MS = 250.0  # while streams are generating, prompt chunks aim at steps this short
-MIN_PROMPT_CHUNK = 16      # tokens of prompt per step, at least, however slow the steps are
+# Prompt tokens per step, at least, however slow the steps are: a typical chat turn goes in one
+# step (its time to first token is one step, not several each paying the step's fixed cost).
+# Was 16: on a loaded 2-core machine the 250 ms target then cut 40-token prompts into 16-token
+# chunks, ~9 steps to a first token (bench/README.md, issue 10).
+MIN_PROMPT_CHUNK = 128
 
 
 @dataclass(eq=False)
@@ -82,7 +86,9 @@ class Engine:
       submit raises OverloadedError beyond that.
     step_token_budget: tokens per step; a long prompt is prefilled in chunks of what is left of it.
     max_step_ms: while any stream is generating, the prompt chunk is also cut so that a step's
-      estimated time (from measured ns per batch token) stays near this; None = budget only.
+      estimated time stays near this; None = budget only. The estimate is a decode-only step's
+      measured time plus the measured marginal time per prompt token (both EMAs).
+    min_prompt_chunk: prompt tokens a step may carry whatever max_step_ms says.
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class Engine:
         max_queue: int = 64,
         step_token_budget: Optional[int] = None,
         max_step_ms: Optional[float] = DEFAULT_MAX_STEP_MS,
+        min_prompt_chunk: int = MIN_PROMPT_CHUNK,
         n_vocab: Optional[int] = None,
         sampler_factory: Optional[Callable[[Any], Any]] = None,
         detokenizer_factory: Optional[Callable[[Any, list[str]], Any]] = None,
@@ -112,7 +119,9 @@ class Engine:
         self.step_token_budget = budget
         self.max_step_ms = max_step_ms
         self._now = clock  # ns; every timing and the step-time estimate use it
-        self._ns_per_token: Optional[float] = None  # EMA of decode time per batch token (>= 32-token steps)
+        self.min_prompt_chunk = int(min_prompt_chunk)
+        self._decode_step_ns: Optional[float] = None  # EMA: time of a step without prompt tokens
+        self._ns_per_prompt_token: Optional[float] = None  # EMA: marginal time of a prompt token
         self._ctx = context
         self._tok = tokenizer
         self._n_vocab = n_vocab
@@ -320,12 +329,28 @@ class Engine:
                     t_submit=w.t_submit, t_start=self._now())
 
     def _budget(self) -> int:
-        """Tokens for this step: the budget, cut while streams generate so the step stays short."""
+        """Tokens for this step: the budget, cut while streams generate so the step stays short:
+        the decode tokens plus the prompt tokens that fit in max_step_ms after a decode-only
+        step's time, at least min_prompt_chunk of them."""
         budget = self.step_token_budget
-        if self.max_step_ms and self._ns_per_token and any(s.has_pending for s in self._running):
-            cap = int(self.max_step_ms * 1e6 / self._ns_per_token)
-            budget = min(budget, max(cap, self.n_parallel + MIN_PROMPT_CHUNK))
+        n_decode = sum(1 for s in self._running if s.has_pending)
+        if self.max_step_ms and self._ns_per_prompt_token and n_decode:
+            room_ns = self.max_step_ms * 1e6 - (self._decode_step_ns or 0.0)
+            n_prompt = max(int(room_ns / self._ns_per_prompt_token), self.min_prompt_chunk)
+            budget = min(budget, n_decode + n_prompt)
         return budget
+
+    def _learn_step_time(self, batch, ns: int) -> None:
+        """Update the step-time model from a decoded batch that took `ns`."""
+        def ema(old: Optional[float], new: float) -> float:
+            return new if old is None else 0.7 * old + 0.3 * new
+
+        if batch.n_prefill == 0:
+            self._decode_step_ns = ema(self._decode_step_ns, ns)
+        elif batch.n_prefill >= 16:  # smaller chunks measure mostly the step's fixed cost
+            fixed = self._decode_step_ns or 0.0
+            marginal = max(ns - fixed, 0.25 * ns) / batch.n_prefill
+            self._ns_per_prompt_token = ema(self._ns_per_prompt_token, marginal)
 
     def _step(self) -> None:
         budget = self._budget()
@@ -358,9 +383,7 @@ class Engine:
         p["decode_ns"] += t1 - t0
         p["sample_ns"] += t2 - t1
         p["tokens"] += batch.n_tokens
-        if batch.n_tokens >= 32:
-            rate = (t1 - t0) / batch.n_tokens
-            self._ns_per_token = rate if self._ns_per_token is None else 0.7 * self._ns_per_token + 0.3 * rate
+        self._learn_step_time(batch, t1 - t0)
 
     def _decode(self, batch) -> Optional[np.ndarray]:
         """decode() the batch: its logits rows, or None after a DecodeError (graph allocation or

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Build the llama.cpp peers (llama-server, llama-bench, libmtmd + llama-mtmd-cli) from the
+# llama.cpp that llama-cpp-python's PyPI sdist vendors, into a cache folder outside the repo.
+# Usage: bench/build_peers.sh [SDIST.tar.gz]   (default: pip download of llama-cpp-python==$VERSION)
+# Env: LANNER_PEERS (default ~/.cache/lanner-peers), JOBS (default 2), VERSION (default 0.3.36).
+# CPU options: the same ISA as lanner's ggml wheel (AVX/AVX2/FMA/F16C/BMI2; no AVX-512, no AMX,
+# GGML_NATIVE=OFF); llama.cpp's own defaults otherwise (llamafile sgemm, OpenMP, CPU repack on).
+set -euo pipefail
+
+VERSION="${VERSION:-0.3.36}"
+PEERS="${LANNER_PEERS:-$HOME/.cache/lanner-peers}"
+JOBS="${JOBS:-2}"
+ROOT="$PEERS/llama.cpp-$VERSION"
+SRC="$ROOT/src"
+BUILD="$ROOT/build"
+
+# 1. the sdist (given, or downloaded with pip into the cache)
+mkdir -p "$PEERS"
+SDIST="${1:-}"
+if [[ -z "$SDIST" ]]; then
+    SDIST="$PEERS/llama_cpp_python-$VERSION.tar.gz"
+    if [[ ! -f "$SDIST" ]]; then
+        python3 -m pip download --no-binary :all: --no-deps -d "$PEERS" "llama-cpp-python==$VERSION"
+    fi
+fi
+
+# 2. its vendored llama.cpp, unpacked once
+if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
+    tmp="$(mktemp -d)"
+    tar -xzf "$SDIST" -C "$tmp"
+    mkdir -p "$ROOT"
+    rm -rf "$SRC"
+    mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$SRC"
+    rm -rf "$tmp"
+fi
+
+# 3. configure: shared libraries (libmtmd is loaded by other programs), no network, no tests
+cmake -S "$SRC" -B "$BUILD" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+    -DGGML_NATIVE=OFF \
+    -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+    -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF \
+    -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+    >"$ROOT/configure.log"
+
+# 4. build only what the benches and the vision work use
+nice -n 10 cmake --build "$BUILD" -j "$JOBS" \
+    --target llama-server llama-bench mtmd llama-mtmd-cli
+
+# 5. a stable layout: bin/ (programs + shared libraries), include/ (llama.h, mtmd*.h, ggml*.h)
+ln -sfn "$BUILD/bin" "$ROOT/bin"
+mkdir -p "$ROOT/include"
+cp -f "$SRC"/include/llama*.h "$SRC"/tools/mtmd/mtmd.h "$SRC"/tools/mtmd/mtmd-helper.h \
+    "$SRC"/ggml/include/*.h "$ROOT/include/"
+ln -sfn "$ROOT" "$PEERS/llama.cpp"
+echo "peers in $ROOT/bin:"
+ls "$ROOT/bin"

@@ -1,0 +1,183 @@
+// attn_rows: per-row cell lists flash attention (see attn_rows.h). Built with -ffp-contract=off:
+// every fused multiply-add below is written out, as in the kernel whose rounding it keeps.
+#include "attn_rows.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <mutex>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LANNER_X86 1
+#endif
+
+namespace lanner {
+
+namespace {
+
+struct Params {
+    float scale;    // applied to q.k (already divided by softcap when softcap > 0)
+    float softcap;  // 0 = none
+    int swa;        // 1 = skip each row's first `skip` cells
+    int n_head_kv;
+};
+
+// Op parameters live for the process: a model has a handful of distinct ones.
+const Params* intern_params(const Params& p) {
+    static std::mutex mu;
+    static std::deque<Params> all;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Params& q : all)
+        if (q.scale == p.scale && q.softcap == p.softcap && q.swa == p.swa && q.n_head_kv == p.n_head_kv) return &q;
+    all.push_back(p);
+    return &all.back();
+}
+
+// ---- vector primitives, two builds of the same arithmetic --------------------------------------
+// dot: 4 accumulators of 8 lanes over steps of 32 (fma of exact f16 products), reduced as
+// (a0+a2)+(a1+a3), then lanes l_k+l_{k+4}, then (t0+t1)+(t2+t3). n % 32 == 0.
+
+float dot_f16_scalar(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+    float a[4][8] = {};
+    for (int i = 0; i < n; i += 32)
+        for (int j = 0; j < 4; ++j)
+            for (int l = 0; l < 8; ++l) {
+                const int e = i + 8 * j + l;
+                a[j][l] = std::fma(ggml_fp16_to_fp32(x[e]), ggml_fp16_to_fp32(y[e]), a[j][l]);
+            }
+    float x0[8], t[4];
+    for (int l = 0; l < 8; ++l) x0[l] = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+    for (int l = 0; l < 4; ++l) t[l] = x0[l] + x0[l + 4];
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+void scale_f16_scalar(ggml_fp16_t* y, float v, int n) {
+    for (int i = 0; i < n; ++i) y[i] = ggml_fp32_to_fp16(ggml_fp16_to_fp32(y[i]) * v);
+}
+
+void mad_f16_scalar(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {  // y = f16(x*v + y)
+    for (int i = 0; i < n; ++i) y[i] = ggml_fp32_to_fp16(std::fma(ggml_fp16_to_fp32(x[i]), v, ggml_fp16_to_fp32(y[i])));
+}
+
+#ifdef LANNER_X86
+__attribute__((target("avx2,fma,f16c"))) float dot_f16_avx2(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int i = 0; i < n; i += 32)
+        for (int j = 0; j < 4; ++j) {
+            const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i + 8 * j)));
+            const __m256 vy = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i + 8 * j)));
+            a[j] = _mm256_fmadd_ps(vx, vy, a[j]);
+        }
+    const __m256 x0 = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
+__attribute__((target("avx2,fma,f16c"))) void scale_f16_avx2(ggml_fp16_t* y, float v, int n) {
+    const __m256 vv = _mm256_set1_ps(v);
+    for (int i = 0; i < n; i += 8) {
+        const __m256 a = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i))), vv);
+        _mm_storeu_si128((__m128i*)(y + i), _mm256_cvtps_ph(a, 0));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) void mad_f16_avx2(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {
+    const __m256 vv = _mm256_set1_ps(v);
+    for (int i = 0; i < n; i += 32) {  // 4 independent vectors per iteration
+        __m256 r[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i + 8 * j)));
+            const __m256 vy = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i + 8 * j)));
+            r[j] = _mm256_fmadd_ps(vx, vv, vy);
+        }
+        for (int j = 0; j < 4; ++j) _mm_storeu_si128((__m128i*)(y + i + 8 * j), _mm256_cvtps_ph(r[j], 0));
+    }
+}
+
+const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+const bool k_avx2 = false;
+#endif
+
+inline float dot_f16(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+#ifdef LANNER_X86
+    if (k_avx2) return dot_f16_avx2(x, y, n);
+#endif
+    return dot_f16_scalar(x, y, n);
+}
+inline void scale_f16(ggml_fp16_t* y, float v, int n) {
+#ifdef LANNER_X86
+    if (k_avx2) return scale_f16_avx2(y, v, n);
+#endif
+    scale_f16_scalar(y, v, n);
+}
+inline void mad_f16(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {
+#ifdef LANNER_X86
+    if (k_avx2) return mad_f16_avx2(y, x, v, n);
+#endif
+    mad_f16_scalar(y, x, v, n);
+}
+
+// ---- the op ------------------------------------------------------------------------------------
+
+// dst [hd_v, n_head, T]; src: q [hd_k, n_head, T], k_cache, v_cache, cells, rows.
+void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
+    const Params& p = *(const Params*)userdata;
+    const ggml_tensor *q = dst->src[0], *kc = dst->src[1], *vc = dst->src[2];
+    const int32_t* cells = (const int32_t*)dst->src[3]->data;
+    const int32_t* rows = (const int32_t*)dst->src[4]->data;
+    const int hd_k = (int)q->ne[0], n_head = (int)q->ne[1], T = (int)q->ne[2], hd_v = (int)dst->ne[0];
+    const int group = n_head / p.n_head_kv;
+    const int n_units = T * n_head;  // (row, head) pairs, split evenly over the threads
+    const int per = (n_units + nth - 1) / nth;
+    std::vector<ggml_fp16_t> q16(hd_k), acc(hd_v);
+    for (int u = ith * per; u < std::min(n_units, (ith + 1) * per); ++u) {
+        const int t = u / n_head, h = u % n_head, g = h / group;
+        const float* qr = (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]);
+        for (int d = 0; d < hd_k; ++d) q16[d] = ggml_fp32_to_fp16(qr[d]);
+        std::fill(acc.begin(), acc.end(), ggml_fp32_to_fp16(0.0f));
+        const int32_t off = rows[3 * t], n = rows[3 * t + 1], skip = p.swa ? rows[3 * t + 2] : 0;
+        float m = -INFINITY, s_sum = 0.0f;
+        for (int j = off + skip; j < off + n; ++j) {
+            const int64_t c = cells[j];
+            const auto* kr = (const ggml_fp16_t*)((const char*)kc->data + c * kc->nb[1]) + (int64_t)g * hd_k;
+            const auto* vr = (const ggml_fp16_t*)((const char*)vc->data + c * vc->nb[1]) + (int64_t)g * hd_v;
+            float s = dot_f16(kr, q16.data(), hd_k) * p.scale;
+            if (p.softcap != 0.0f) s = p.softcap * tanhf(s);
+            float ms = 1.0f, vs = 1.0f;
+            if (s > m) {
+                const float m_old = m;
+                m = s;
+                ms = expf(m_old - m);
+                scale_f16(acc.data(), ms, hd_v);
+            } else {
+                vs = expf(s - m);
+            }
+            mad_f16(acc.data(), vr, vs, hd_v);
+            const float kept = s_sum * ms;
+            s_sum = kept + vs;
+        }
+        const float inv = s_sum == 0.0f ? 0.0f : 1.0f / s_sum;
+        float* out = (float*)((char*)dst->data + h * dst->nb[1] + t * dst->nb[2]);
+        for (int d = 0; d < hd_v; ++d) out[d] = ggml_fp16_to_fp32(acc[d]) * inv;
+    }
+}
+
+}  // namespace
+
+int64_t attn_rows_cap(int n_tokens, int n_kv, int n_seq_max) {
+    return (int64_t)n_kv * std::max(1, std::min(n_tokens, n_seq_max));
+}
+
+ggml_tensor* attn_rows(ggml_context* ctx, ggml_tensor* q, ggml_tensor* k_cache, ggml_tensor* v_cache,
+                       ggml_tensor* cells, ggml_tensor* rows, int n_head_kv, float scale, float softcap, bool swa) {
+    const int64_t hd_v = v_cache->ne[0] / n_head_kv;
+    Params p{softcap > 0.0f ? scale / softcap : scale, softcap > 0.0f ? softcap : 0.0f, swa ? 1 : 0, n_head_kv};
+    ggml_tensor* args[5] = {q, k_cache, v_cache, cells, rows};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, hd_v, q->ne[1], q->ne[2], 1, args, 5, attn_rows_compute,
+                          GGML_N_TASKS_MAX, (void*)intern_params(p));
+}
+
+}  // namespace lanner
