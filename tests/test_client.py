@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -105,7 +106,10 @@ class _Pty:
 
     def __init__(self, args: list[str], env: dict):
         self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # child
+        if self.pid == 0:  # child: Ctrl+C must reach it as on a user's terminal, even when the
+            # test run itself ignores SIGINT (a shell starts background jobs with SIGINT ignored,
+            # and an ignored SIGINT survives exec: Python would then install no KeyboardInterrupt)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execvpe(sys.executable, [sys.executable, "-m", "lanner.cli", "client", *args], env)
         self.buf, self.pos = "", 0  # output so far; where the next expect starts looking
 
