@@ -147,25 +147,33 @@ SCHEMA = {"type": "object", "properties": {
     "required": ["name", "n", "tags"], "additionalProperties": False}
 
 
+def _noise_engine() -> Engine:
+    """An engine over the byte vocabulary whose logits are noise (fake core)."""
+    ctx = FakeContext(FakeModel(ByteVocab.n_vocab), n_ctx=4096, n_seq_max=8)
+    return Engine(ctx, ByteVocab(), n_parallel=4, n_vocab=ByteVocab.n_vocab,
+                  detokenizer_factory=_Detok)
+
+
+def _run_sampled(eng: Engine, schema: dict, prefix: str, max_tokens: int) -> list:
+    """8 requests at T=1 (seeds 0-7) under `schema`: [(token ids, FinishEvent)] in order."""
+    streams = [eng.submit(GenerateRequest(prompt_tokens=_ids(f"{prefix}{i}"), max_tokens=max_tokens,
+                                          sampling=SamplingParams(temperature=1.0, seed=i),
+                                          grammar=Grammar.json_schema(schema)))
+               for i in range(8)]
+    out = []
+    for s in streams:
+        events = list(s)
+        out.append(([ev.token_id for ev in events[:-1]], events[-1]))
+    return out
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_engine_output_follows_the_grammar(overlap):
-    ctx = FakeContext(FakeModel(ByteVocab.n_vocab), n_ctx=4096, n_seq_max=8)
-    eng = Engine(ctx, ByteVocab(), n_parallel=4, n_vocab=ByteVocab.n_vocab,
-                 detokenizer_factory=_Detok)
+    eng = _noise_engine()
     eng.grammar.overlap = overlap  # masks on the worker during the decode, or in the model thread
     try:
-        streams = [eng.submit(GenerateRequest(prompt_tokens=_ids(f"p{i}"), max_tokens=200,
-                                              sampling=SamplingParams(temperature=1.0, seed=i),
-                                              grammar=Grammar.json_schema(SCHEMA)))
-                   for i in range(8)]
-        for s in streams:
-            toks, fin = [], None
-            for ev in s:
-                if isinstance(ev, FinishEvent):
-                    fin = ev
-                else:
-                    toks.append(ev.token_id)
-            assert fin.reason is FinishReason.STOP, fin.error
+        for toks, fin in _run_sampled(eng, SCHEMA, "p", 200):
+            assert isinstance(fin, FinishEvent) and fin.reason is FinishReason.STOP, fin.error
             assert fin.usage.completion_tokens == len(toks)
             value = json.loads(bytes(t - 3 for t in toks))
             jsonschema.validate(value, SCHEMA)
@@ -206,23 +214,11 @@ def test_engine_closes_the_output_before_max_tokens(schema):
     """Noise logits at T=1 keep writing keys, digits and text: without the closing path almost
     every output would be cut by max_tokens; with it every one is valid JSON within the budget
     (finish 'length' when the budget shaped it)."""
-    ctx = FakeContext(FakeModel(ByteVocab.n_vocab), n_ctx=4096, n_seq_max=8)
-    eng = Engine(ctx, ByteVocab(), n_parallel=4, n_vocab=ByteVocab.n_vocab,
-                 detokenizer_factory=_Detok)
+    eng = _noise_engine()
     try:
-        streams = [eng.submit(GenerateRequest(prompt_tokens=_ids(f"q{i}"), max_tokens=BUDGET,
-                                              sampling=SamplingParams(temperature=1.0, seed=i),
-                                              grammar=Grammar.json_schema(schema)))
-                   for i in range(8)]
         reasons = []
-        for s in streams:
-            toks, fin = [], None
-            for ev in s:
-                if isinstance(ev, FinishEvent):
-                    fin = ev
-                else:
-                    toks.append(ev.token_id)
-            assert fin.reason in (FinishReason.STOP, FinishReason.LENGTH), fin.error
+        for toks, fin in _run_sampled(eng, schema, "q", BUDGET):
+            assert isinstance(fin, FinishEvent) and fin.reason in (FinishReason.STOP, FinishReason.LENGTH), fin.error
             assert len(toks) <= BUDGET
             jsonschema.validate(json.loads(bytes(t - 3 for t in toks)), schema)
             reasons.append(fin.reason)
