@@ -60,6 +60,13 @@ ggml_tensor* Model::need(const std::string& name, std::vector<int64_t> ne) const
     return t;
 }
 
+void Model::read_head_dims() {
+    auto& f = *file;
+    hp.n_embd_head_k = (int)f.get_int(key("attention.key_length"), hp.n_embd / hp.n_head);
+    hp.n_embd_head_v = (int)f.get_int(key("attention.value_length"), hp.n_embd_head_k);
+    hp.n_rot = (int)f.get_int(key("rope.dimension_count"), hp.n_embd_head_k);
+}
+
 void Model::read_base_hparams(int n_ctx_train, float rms_eps, float rope_base) {
     auto& f = *file;
     hp.n_embd = (int)f.get_int(key("embedding_length"));

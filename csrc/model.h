@@ -127,6 +127,9 @@ struct Model {
     // Sizes, eps, RoPE base and linear RoPE scaling from the usual <arch>.* keys (defaults for
     // the optional ones), checked for sanity (else ModelLoadError).
     void read_base_hparams(int n_ctx_train, float rms_eps, float rope_base);
+    // attention.key_length (default n_embd / n_head), attention.value_length (default the key
+    // length), rope.dimension_count (default the key length)
+    void read_head_dims();
     void check_head_dims() const;  // sane n_embd/n_layer/n_head/n_head_kv/n_ff, else ModelLoadError
     void bind_common();            // token_embd, output_norm, output (tied if absent); sizes layers
     void bind_attention(int il, LayerWeights& w);  // attn_norm, q/k/v/o

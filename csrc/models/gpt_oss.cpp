@@ -15,9 +15,7 @@ void gpt_oss_load(Model& m) {
     auto& hp = m.hp;
     auto& f = *m.file;
     m.read_base_hparams(/*n_ctx_train=*/131072, /*rms_eps=*/1e-5f, /*rope_base=*/150000.0f);
-    hp.n_embd_head_k = (int)f.get_int(m.key("attention.key_length"), hp.n_embd / hp.n_head);
-    hp.n_embd_head_v = (int)f.get_int(m.key("attention.value_length"), hp.n_embd_head_k);
-    hp.n_rot = (int)f.get_int(m.key("rope.dimension_count"), hp.n_embd_head_k);
+    m.read_head_dims();
     if (hp.n_rot != hp.n_embd_head_k || hp.n_embd_head_v != hp.n_embd_head_k)
         f.fail("bad hyperparameters: gpt-oss needs rope.dimension_count == key_length == value_length");
     hp.rope_mode = GGML_ROPE_TYPE_NEOX;

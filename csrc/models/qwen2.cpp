@@ -9,11 +9,8 @@ namespace lanner {
 
 void qwen2_load(Model& m) {
     auto& hp = m.hp;
-    auto& f = *m.file;
     m.read_base_hparams(/*n_ctx_train=*/32768, /*rms_eps=*/1e-6f, /*rope_base=*/10000.0f);
-    hp.n_embd_head_k = (int)f.get_int(m.key("attention.key_length"), hp.n_embd / hp.n_head);
-    hp.n_embd_head_v = (int)f.get_int(m.key("attention.value_length"), hp.n_embd_head_k);
-    hp.n_rot = (int)f.get_int(m.key("rope.dimension_count"), hp.n_embd_head_k);
+    m.read_head_dims();
     hp.rope_mode = GGML_ROPE_TYPE_NEOX;
     m.bind_common();
     for (int il = 0; il < hp.n_layer; ++il) {
