@@ -179,6 +179,24 @@ std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {
 
 ggml_tensor* GgufFile::tensor(const std::string& name) const { return ggml_get_tensor(meta, name.c_str()); }
 
+static std::string shape_str(const int64_t* ne, size_t n) {
+    std::string s = "[";
+    for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "]";
+}
+
+ggml_tensor* GgufFile::tensor_shaped(const std::string& name, const std::vector<int64_t>& ne) const {
+    ggml_tensor* t = tensor(name);
+    if (!t) return nullptr;
+    for (size_t i = 0; i < 4; ++i) {
+        const int64_t want = i < ne.size() ? ne[i] : 1;
+        if (want >= 0 && t->ne[i] != want)
+            fail("tensor '" + name + "' has shape " + shape_str(t->ne, (size_t)ggml_n_dims(t)) +
+                 ", expected " + shape_str(ne.data(), ne.size()));
+    }
+    return t;
+}
+
 uint64_t GgufFile::tensor_file_offset(const std::string& name) const {
     int64_t id = gguf_find_tensor(gguf, name.c_str());
     return gguf_get_data_offset(gguf) + gguf_get_tensor_offset(gguf, id);

@@ -35,6 +35,9 @@ struct GgufFile {
     std::vector<int64_t> get_int_array(const std::string& key) const;  // empty if absent
 
     ggml_tensor* tensor(const std::string& name) const;  // nullptr if absent
+    // The tensor `name` if present (nullptr if absent), its shape checked against `ne` (missing
+    // trailing dims = 1, a negative entry = any); a mismatch fails naming both shapes.
+    ggml_tensor* tensor_shaped(const std::string& name, const std::vector<int64_t>& ne) const;
     uint64_t tensor_file_offset(const std::string& name) const;  // absolute, bytes
 };
 

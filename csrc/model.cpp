@@ -15,12 +15,6 @@
 
 namespace lanner {
 
-static std::string shape_str(const ggml_tensor* t) {
-    std::string s = "[";
-    for (int i = 0; i < ggml_n_dims(t); ++i) s += (i ? ", " : "") + std::to_string(t->ne[i]);
-    return s + "]";
-}
-
 Model::Model(const std::string& path, bool repack_, const std::string& device_name)
     : file(std::make_unique<GgufFile>(path)), repack(repack_) {
     arch_name = file->get_str("general.architecture");
@@ -39,19 +33,7 @@ Model::~Model() {
 }
 
 ggml_tensor* Model::opt(const std::string& name, std::vector<int64_t> ne) const {
-    ggml_tensor* t = file->tensor(name);
-    if (!t) return nullptr;
-    bool ok = true;
-    for (size_t i = 0; i < 4; ++i) {
-        int64_t want = i < ne.size() ? ne[i] : 1;
-        if (want >= 0 && t->ne[i] != want) ok = false;
-    }
-    if (!ok) {
-        std::string w = "[";
-        for (size_t i = 0; i < ne.size(); ++i) w += (i ? ", " : "") + std::to_string(ne[i]);
-        file->fail("tensor '" + name + "' has shape " + shape_str(t) + ", expected " + w + "]");
-    }
-    return t;
+    return file->tensor_shaped(name, ne);
 }
 
 ggml_tensor* Model::need(const std::string& name, std::vector<int64_t> ne) const {

@@ -36,12 +36,6 @@ std::string projector_supported_list() {
 
 // ---- load -------------------------------------------------------------------------------------
 
-static std::string shape_str(const ggml_tensor* t) {
-    std::string s = "[";
-    for (int i = 0; i < ggml_n_dims(t); ++i) s += (i ? ", " : "") + std::to_string(t->ne[i]);
-    return s + "]";
-}
-
 VisionModel::VisionModel(const std::string& path, const std::string& device_name)
     : file(std::make_unique<GgufFile>(path)) {
     if (!file->get_bool("clip.has_vision_encoder", false)) file->fail("not a vision projector (clip.has_vision_encoder is not true)");
@@ -61,17 +55,7 @@ VisionModel::~VisionModel() {
 }
 
 ggml_tensor* VisionModel::opt(const std::string& name, std::vector<int64_t> ne) const {
-    ggml_tensor* t = file->tensor(name);
-    if (!t) return nullptr;
-    for (size_t i = 0; i < 4; ++i) {
-        const int64_t want = i < ne.size() ? ne[i] : 1;
-        if (want >= 0 && t->ne[i] != want) {
-            std::string w = "[";
-            for (size_t j = 0; j < ne.size(); ++j) w += (j ? ", " : "") + std::to_string(ne[j]);
-            file->fail("tensor '" + name + "' has shape " + shape_str(t) + ", expected " + w + "]");
-        }
-    }
-    return t;
+    return file->tensor_shaped(name, ne);
 }
 
 ggml_tensor* VisionModel::need(const std::string& name, std::vector<int64_t> ne) const {
