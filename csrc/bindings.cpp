@@ -12,6 +12,7 @@
 
 #include "context.h"
 #include "error.h"
+#include "kernels/mul_mat_q.h"
 #include "model.h"
 #include "vision/vision_model.h"
 
@@ -90,6 +91,28 @@ static py::dict metadata(const Model& m) { return metadata_of(*m.file); }
 using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// kernels/mul_mat_q.h against ggml_mul_mat, on host arrays (tests, benches)
+py::array_t<float> mul_mat_q_check(int type, py::bytes w, F32 x, const std::string& how, int n_threads) {
+    const auto t = (ggml_type)type;
+    if (x.ndim() != 2) throw std::invalid_argument("x must be [M, K]");
+    const int64_t M = x.shape(0), K = x.shape(1);
+    const std::string wb = w;
+    const size_t row = ggml_row_size(t, K);
+    if (K % 32 != 0 || row == 0 || wb.size() % row != 0) throw std::invalid_argument("w is not whole rows of K");
+    const int64_t N = (int64_t)(wb.size() / row);
+    py::array_t<float> y({M, N});
+    bool ok;
+    {
+        py::gil_scoped_release unlocked;
+        ok = how == "ggml" || how == "op"
+                 ? mul_mat_graph(t, wb.data(), K, N, x.data(), M, y.mutable_data(), n_threads, how == "op")
+                 : mul_mat_q_host(t, wb.data(), K, N, x.data(), M, y.mutable_data(), how == "avx2");
+    }
+    if (!ok || (how != "ggml" && how != "op" && how != "avx2" && how != "scalar"))
+        throw std::invalid_argument("unsupported: type " + std::to_string(type) + " how " + how);
+    return y;
+}
 
 // embd: (n_rows, n_embd) rows for the entries whose token is < 0; attn_end: [n] (see batch.h)
 static py::array decode(py::object self, I32 tokens, I32 pos, I32 seq, U8 want, std::optional<F32> embd,
@@ -189,6 +212,12 @@ PYBIND11_MODULE(_core, mod) {
             "ggml's device registry in this build: [{name, backend, type, description}], in "
             "registry order; type is 'cpu', 'gpu', 'igpu' or 'accel'");
 
+    mod.def("mul_mat_q_check", &mul_mat_q_check, py::arg("type"), py::arg("w"), py::arg("x"),
+            py::arg("how"), py::arg("n_threads") = 1,
+            "Y [M, N] = X [M, K] times the rows of a quantized W (bytes, ggml type id) by: 'ggml' "
+            "(ggml_mul_mat), 'op' (lanner's mul_mat_q op in a ggml graph), 'avx2' / 'scalar' (the "
+            "kernel's two builds on plain arrays). For the kernel tests and benches.");
+
     py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
         .def(py::init([](const std::string& path, bool repack, const std::string& device) {
                  py::gil_scoped_release release;
@@ -247,6 +276,10 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("device", &Context::device_name)
         .def_property_readonly("flash_attn", &Context::use_flash_attn)
         .def_property_readonly("batch_invariant", [](Context& c) { return c.params().batch_invariant != 0; })
+        .def_property_readonly("mm_q", &Context::use_mm_q,
+                               "weights' matmuls of 2+ columns through lanner's register-tiled kernel (LANNER_MM_Q=0: off)")
+        .def_property_readonly("last_mm_q_ops", &Context::last_n_mm_q,
+                               "matmuls through that kernel in the last graph built")
         .def_property_readonly("attn_rows", &Context::use_attn_rows,
                                "attention visits each row's own cells (per-row lists), not all n_kv")
         .def_property_readonly("type_k", [](Context& c) { return std::string(ggml_type_name(c.params().type_k)); })

@@ -48,6 +48,11 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
                      hp.n_embd_head_k % 32 == 0 && hp.n_embd_head_v % 32 == 0 && !sinks &&
                      !(rows_env && std::strcmp(rows_env, "0") == 0);
 
+    // Weights' matmuls through lanner's register-tiled kernel (kernels/mul_mat_q.h: ggml's bits,
+    // fewer passes over each weight block); LANNER_MM_Q=0 keeps ggml_mul_mat (for comparison).
+    const char* mm_env = std::getenv("LANNER_MM_Q");
+    use_mm_q_ = backend_ == backend_cpu_ && !(mm_env && std::strcmp(mm_env, "0") == 0);
+
     graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * (64 + 2 * hp.n_expert_used));  // MoE: a view + add per expert
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
 
@@ -129,7 +134,9 @@ Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs, int n
     }
 
     GraphBuild b{r.ctx, r.gf, *model_, *kv_, r.in, n_tokens, n_kv, n_outputs};
+    b.mm_q = use_mm_q_;
     ggml_tensor* out = model_->arch->build(b);
+    last_n_mm_q_ = b.n_mm_q;
     if (n_outputs > 0) {
         r.logits = out;
         ggml_set_output(out);

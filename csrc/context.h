@@ -64,6 +64,8 @@ class Context {
     const char* device_name() const;
     bool use_flash_attn() const;
     bool use_attn_rows() const { return use_attn_rows_; }  // kernels/attn_rows.h in use
+    bool use_mm_q() const { return use_mm_q_; }  // kernels/mul_mat_q.h allowed for weights
+    int last_n_mm_q() const { return last_n_mm_q_; }  // matmuls through it in the last graph built
 
   private:
     std::shared_ptr<Model> model_;
@@ -84,6 +86,8 @@ class Context {
     std::vector<int32_t> out_ids_;   // [n_out] rows of this ubatch wanting logits
     std::vector<ggml_fp16_t> mask_;  // [T, n_kv]
     std::vector<ggml_fp16_t> mask_swa_;
+    int last_n_mm_q_ = 0;
+    bool use_mm_q_ = false;       // weights' matmuls through kernels/mul_mat_q.h where it applies
     bool use_attn_rows_ = false;  // attention over per-row cell lists instead of masked n_kv cells
     std::vector<int32_t> attn_cells_;  // [attn_rows_cap] lists of the ubatch's sequences
     std::vector<int32_t> attn_rows_;   // [3*T] off, n, skip per row

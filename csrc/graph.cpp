@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/attn_rows.h"
+#include "kernels/mul_mat_q.h"
 
 namespace lanner {
 
@@ -19,6 +20,13 @@ ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scal
                          hp.rope_ext_factor, hp.rope_attn_factor, /*beta_fast=*/32.0f, /*beta_slow=*/1.0f);
 }
 
+ggml_tensor* blk_mm(GraphBuild& b, ggml_tensor* w, ggml_tensor* x) {
+    // one column: ggml's own loop is as fast (same bits either way)
+    const bool op = b.mm_q && x->ne[1] > 1 && mul_mat_q_supported(w, x);
+    b.n_mm_q += op;
+    return op ? mul_mat_q(b.ctx, w, x) : ggml_mul_mat(b.ctx, w, x);
+}
+
 ggml_tensor* blk_rope_factors(const GraphBuild& b) {
     const Model& m = b.m;
     if (m.rope_freqs) return m.rope_freqs;
@@ -31,13 +39,13 @@ Qkv blk_qkv(GraphBuild& b, ggml_tensor* h, const LayerWeights& w) {
     const int64_t hk = hp.n_embd_head_k, hv = hp.n_embd_head_v, T = b.n_tokens;
     if (!w.wqkv) {
         auto proj = [&](ggml_tensor* wt, ggml_tensor* bias, int64_t hd, int64_t n_h) {
-            ggml_tensor* t = ggml_mul_mat(ctx, wt, h);  // [hd*n_h, T]
+            ggml_tensor* t = blk_mm(b, wt, h);  // [hd*n_h, T]
             if (bias) t = ggml_add(ctx, t, bias);
             return ggml_reshape_3d(ctx, t, hd, n_h, T);
         };
         return {proj(w.wq, w.bq, hk, hp.n_head), proj(w.wk, w.bk, hk, hp.n_head_kv), proj(w.wv, w.bv, hv, hp.n_head_kv)};
     }
-    ggml_tensor* qkv = ggml_mul_mat(ctx, w.wqkv, h);  // [n_head*hk + n_head_kv*(hk + hv), T]: q, k, v rows
+    ggml_tensor* qkv = blk_mm(b, w.wqkv, h);  // [n_head*hk + n_head_kv*(hk + hv), T]: q, k, v rows
     const size_t es = ggml_element_size(qkv);
     const size_t off_k = es * hk * hp.n_head, off_v = off_k + es * hk * hp.n_head_kv;
     ggml_tensor* q = ggml_view_3d(ctx, qkv, hk, hp.n_head, T, es * hk, qkv->nb[1], 0);
@@ -103,14 +111,14 @@ ggml_tensor* blk_attention(GraphBuild& b, int il, ggml_tensor* q, ggml_tensor* k
 
 ggml_tensor* blk_ffn(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, Glu glu) {
     if (!w.ffn_gate) {  // fused: [2*n_ff, T], gate rows then up rows
-        ggml_tensor* gu = ggml_mul_mat(b.ctx, w.ffn_up, x);
+        ggml_tensor* gu = blk_mm(b, w.ffn_up, x);
         ggml_tensor* h = glu == Glu::swiglu ? ggml_swiglu(b.ctx, gu) : ggml_geglu(b.ctx, gu);  // [n_ff, T]
-        return ggml_mul_mat(b.ctx, w.ffn_down, h);
+        return blk_mm(b, w.ffn_down, h);
     }
-    ggml_tensor* gate = ggml_mul_mat(b.ctx, w.ffn_gate, x);  // [n_ff, T]
-    ggml_tensor* up = ggml_mul_mat(b.ctx, w.ffn_up, x);      // [n_ff, T]
+    ggml_tensor* gate = blk_mm(b, w.ffn_gate, x);  // [n_ff, T]
+    ggml_tensor* up = blk_mm(b, w.ffn_up, x);      // [n_ff, T]
     ggml_tensor* h = glu == Glu::swiglu ? ggml_swiglu_split(b.ctx, gate, up) : ggml_geglu_split(b.ctx, gate, up);
-    return ggml_mul_mat(b.ctx, w.ffn_down, h);  // [n_embd, T]
+    return blk_mm(b, w.ffn_down, h);  // [n_embd, T]
 }
 
 ggml_tensor* blk_softcap(GraphBuild& b, ggml_tensor* x, float cap) {
@@ -121,7 +129,7 @@ ggml_tensor* blk_output(GraphBuild& b, ggml_tensor* x) {
     if (b.n_outputs == 0) return x;  // KV-only ubatch: nothing to project
     if (b.n_outputs != b.n_tokens) x = ggml_get_rows(b.ctx, x, b.in.out_ids);  // [n_embd, n_outputs]
     x = blk_rms_norm(b, x, b.m.output_norm);
-    x = ggml_mul_mat(b.ctx, b.m.output, x);  // [n_vocab, n_outputs]
+    x = blk_mm(b, b.m.output, x);  // [n_vocab, n_outputs]
     return b.m.hp.final_softcap > 0.0f ? blk_softcap(b, x, b.m.hp.final_softcap) : x;
 }
 

@@ -13,7 +13,7 @@ static void moe_route(GraphBuild& b, ggml_tensor* x, const LayerWeights& w, MoeG
     const auto& hp = b.m.hp;
     ggml_context* ctx = b.ctx;
     const int64_t k = hp.n_expert_used, T = x->ne[1];
-    ggml_tensor* logits = ggml_mul_mat(ctx, w.ffn_gate_inp, x);  // [n_expert, T]
+    ggml_tensor* logits = blk_mm(b, w.ffn_gate_inp, x);  // [n_expert, T]
     if (w.ffn_gate_inp_b) logits = ggml_add(ctx, logits, w.ffn_gate_inp_b);
     ggml_tensor* probs = gating == MoeGating::softmax ? ggml_soft_max(ctx, logits) : logits;  // [n_expert, T]
     *sel = ggml_argsort_top_k(ctx, probs, (int)k);                                          // [k, T]

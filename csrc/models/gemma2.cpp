@@ -61,7 +61,7 @@ ggml_tensor* gemma2_build(GraphBuild& b) {
         a.q = blk_rope(b, a.q, base, hp.rope_freq_scale);
         a.k = blk_rope(b, a.k, base, hp.rope_freq_scale);
         ggml_tensor* o = blk_attention(b, il, a.q, a.k, a.v, hp.attn_scale, swa);  // [n_head*hd_v, T]
-        x = ggml_add(ctx, x, blk_rms_norm(b, ggml_mul_mat(ctx, w.wo, o), w.post_attn_norm));
+        x = ggml_add(ctx, x, blk_rms_norm(b, blk_mm(b, w.wo, o), w.post_attn_norm));
         h = blk_rms_norm(b, x, w.ffn_norm);
         x = ggml_add(ctx, x, blk_rms_norm(b, blk_ffn(b, h, w, Glu::geglu), w.post_ffn_norm));
     }

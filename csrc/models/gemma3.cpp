@@ -49,13 +49,13 @@ ggml_tensor* gemma3_build(GraphBuild& b) {
         const float base = swa ? hp.rope_base_swa : hp.rope_base;
         const float fscale = swa ? 1.0f : hp.rope_freq_scale;
         ggml_tensor* h = blk_rms_norm(b, x, w.attn_norm);
-        ggml_tensor* q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wq, h), hp.n_embd_head_k, hp.n_head, b.n_tokens);
-        ggml_tensor* k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wk, h), hp.n_embd_head_k, hp.n_head_kv, b.n_tokens);
-        ggml_tensor* v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w.wv, h), hp.n_embd_head_v, hp.n_head_kv, b.n_tokens);
+        ggml_tensor* q = ggml_reshape_3d(ctx, blk_mm(b, w.wq, h), hp.n_embd_head_k, hp.n_head, b.n_tokens);
+        ggml_tensor* k = ggml_reshape_3d(ctx, blk_mm(b, w.wk, h), hp.n_embd_head_k, hp.n_head_kv, b.n_tokens);
+        ggml_tensor* v = ggml_reshape_3d(ctx, blk_mm(b, w.wv, h), hp.n_embd_head_v, hp.n_head_kv, b.n_tokens);
         q = blk_rope(b, blk_rms_norm(b, q, w.q_norm), base, fscale);
         k = blk_rope(b, blk_rms_norm(b, k, w.k_norm), base, fscale);
         ggml_tensor* a = blk_attention(b, il, q, k, v, hp.attn_scale, swa);  // [n_head*hd_v, T]
-        a = blk_rms_norm(b, ggml_mul_mat(ctx, w.wo, a), w.post_attn_norm);
+        a = blk_rms_norm(b, blk_mm(b, w.wo, a), w.post_attn_norm);
         x = ggml_add(ctx, x, a);
         h = blk_rms_norm(b, x, w.ffn_norm);
         h = blk_rms_norm(b, blk_ffn(b, h, w, Glu::geglu), w.post_ffn_norm);

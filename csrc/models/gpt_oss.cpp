@@ -57,7 +57,7 @@ ggml_tensor* gpt_oss_build(GraphBuild& b) {
         ggml_tensor* q = blk_rope(b, a.q, base, fscale);
         ggml_tensor* k = blk_rope(b, a.k, base, fscale);
         ggml_tensor* o = blk_attention(b, il, q, k, a.v, hp.attn_scale, swa, w.attn_sinks);  // [n_head*hd, T]
-        x = ggml_add(ctx, x, ggml_add(ctx, ggml_mul_mat(ctx, w.wo, o), w.bo));
+        x = ggml_add(ctx, x, ggml_add(ctx, blk_mm(b, w.wo, o), w.bo));
         ggml_tensor* h = blk_rms_norm(b, x, w.post_attn_norm);
         x = ggml_add(ctx, x, blk_moe(b, h, w, MoeGating::softmax_topk, MoeGlu::swiglu_oai));
     }

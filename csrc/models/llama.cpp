@@ -50,7 +50,7 @@ ggml_tensor* llama_build(GraphBuild& b) {
         a.q = blk_rope(b, a.q, hp.rope_base, hp.rope_freq_scale, factors);
         a.k = blk_rope(b, a.k, hp.rope_base, hp.rope_freq_scale, factors);
         ggml_tensor* o = blk_attention(b, il, a.q, a.k, a.v, scale, hp.layer_is_swa[il]);  // [n_head*hd_v, T]
-        x = ggml_add(ctx, x, ggml_mul_mat(ctx, w.wo, o));
+        x = ggml_add(ctx, x, blk_mm(b, w.wo, o));
         h = blk_rms_norm(b, x, w.ffn_norm);
         x = ggml_add(ctx, x, blk_ffn(b, h, w, Glu::swiglu));
     }

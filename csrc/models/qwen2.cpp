@@ -32,7 +32,7 @@ ggml_tensor* qwen2_build(GraphBuild& b) {
         ggml_tensor* q = blk_rope(b, a.q, hp.rope_base, hp.rope_freq_scale);
         ggml_tensor* k = blk_rope(b, a.k, hp.rope_base, hp.rope_freq_scale);
         ggml_tensor* o = blk_attention(b, il, q, k, a.v, scale, false);  // [n_head*hd_v, T]
-        x = ggml_add(ctx, x, ggml_mul_mat(ctx, w.wo, o));
+        x = ggml_add(ctx, x, blk_mm(b, w.wo, o));
         ggml_tensor* h = blk_rms_norm(b, x, w.ffn_norm);
         x = ggml_add(ctx, x, blk_ffn(b, h, w, Glu::swiglu));
     }

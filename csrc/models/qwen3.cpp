@@ -32,7 +32,7 @@ ggml_tensor* qwen3_attention(GraphBuild& b, int il, ggml_tensor* x) {
     ggml_tensor* q = blk_rope(b, blk_rms_norm(b, a.q, w.q_norm), hp.rope_base, hp.rope_freq_scale);
     ggml_tensor* k = blk_rope(b, blk_rms_norm(b, a.k, w.k_norm), hp.rope_base, hp.rope_freq_scale);
     ggml_tensor* o = blk_attention(b, il, q, k, a.v, 1.0f / sqrtf((float)hp.n_embd_head_k), false);
-    return ggml_add(b.ctx, x, ggml_mul_mat(b.ctx, w.wo, o));
+    return ggml_add(b.ctx, x, blk_mm(b, w.wo, o));
 }
 
 void qwen3_load(Model& m) {

@@ -1,0 +1,315 @@
+// mul_mat_q: quantized weight x F32 columns in register tiles (see mul_mat_q.h). Built with
+// -ffp-contract=off: every fused multiply-add below is written out, as in the kernel whose
+// rounding it keeps.
+#include "mul_mat_q.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LANNER_X86 1
+#endif
+
+namespace lanner {
+
+namespace {
+
+constexpr int k_qk = 32;  // elements per block, every type here
+
+// ggml's block layouts (ggml-common.h), fp16 fields as raw bits
+struct BlockQ8_0 { uint16_t d; int8_t qs[32]; };
+struct BlockQ8_1 { uint16_t d, s; int8_t qs[32]; };  // s = d * sum(qs)
+struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };     // element e: e < 16 low nibble of qs[e], else high of qs[e-16]
+struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };  // x = d*q + m
+struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };  // q = nibble | bit e of qh << 4, minus 16
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(BlockQ4_0) == 18 &&
+              sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22, "ggml block layouts");
+
+inline float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t)h); }
+
+// One multiply: W rows, X columns quantized to the weight type's dot type, Y columns.
+struct Job {
+    const char* w;        // row r at w + r * w_stride
+    size_t w_stride;
+    int nb;               // blocks per row (K / 32)
+    const char* a;        // quantized column c at a + c * a_stride
+    size_t a_stride;
+    const float* ad;      // [M][nb] column block scales
+    const float* as;      // [M][nb] Q8_1 d*sum (Q4_1 only)
+    float* y;             // Y[c][r] at y[c * y_stride + r]
+    size_t y_stride;
+};
+
+// ---- scalar build: the lane arithmetic written out -------------------------------------------
+
+// Weight element values of one block, as the AVX2 build's bytes hold them.
+void unpack_scalar(const BlockQ8_0& b, int8_t* q) { std::memcpy(q, b.qs, 32); }
+void unpack_scalar(const BlockQ4_0& b, int8_t* q) {
+    for (int e = 0; e < 16; ++e) q[e] = (int8_t)((b.qs[e] & 15) - 8), q[e + 16] = (int8_t)((b.qs[e] >> 4) - 8);
+}
+void unpack_scalar(const BlockQ4_1& b, int8_t* q) {  // 0..15, unsigned in the AVX2 build
+    for (int e = 0; e < 16; ++e) q[e] = (int8_t)(b.qs[e] & 15), q[e + 16] = (int8_t)(b.qs[e] >> 4);
+}
+void unpack_scalar(const BlockQ5_0& b, int8_t* q) {
+    uint32_t h;
+    std::memcpy(&h, b.qh, 4);
+    for (int e = 0; e < 16; ++e) {
+        q[e] = (int8_t)(((b.qs[e] & 15) | (((h >> e) & 1) << 4)) - 16);
+        q[e + 16] = (int8_t)(((b.qs[e] >> 4) | (((h >> (e + 16)) & 1) << 4)) - 16);
+    }
+}
+
+inline float hsum8_scalar(const float* a) {  // ggml's hsum_float_8: (h0+h2)+(h1+h3), h_i = a_i+a_{i+4}
+    float h[4];
+    for (int i = 0; i < 4; ++i) h[i] = a[i + 4] + a[i];
+    return (h[0] + h[2]) + (h[1] + h[3]);
+}
+
+template <class W, class A>
+void rows_scalar(const Job& j, int r, int c) {
+    float acc[8] = {};
+    float summs = 0.0f;
+    const W* wb = (const W*)(j.w + r * j.w_stride);
+    const A* ab = (const A*)(j.a + c * j.a_stride);
+    int8_t q[32];
+    for (int ib = 0; ib < j.nb; ++ib) {
+        unpack_scalar(wb[ib], q);
+        const float d = h2f(wb[ib].d) * j.ad[(size_t)c * j.nb + ib];
+        for (int l = 0; l < 8; ++l) {
+            int32_t s = 0;
+            for (int e = 4 * l; e < 4 * l + 4; ++e) s += (int32_t)q[e] * ab[ib].qs[e];
+            acc[l] = std::fma(d, (float)s, acc[l]);
+        }
+        if constexpr (std::is_same<W, BlockQ4_1>::value)
+            summs = std::fma(h2f(wb[ib].m), j.as[(size_t)c * j.nb + ib], summs);
+    }
+    j.y[c * j.y_stride + r] = hsum8_scalar(acc) + summs;
+}
+
+// ---- AVX2 build: R rows x C columns per pass ---------------------------------------------------
+#ifdef LANNER_X86
+#define LANNER_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// A block's 32 weight values in bytes: `ax` the multiplicand of maddubs (unsigned), `sx` the
+// sign source for the column bytes (signed types: |q| and q; Q4_1: q, unused).
+struct Unpacked {
+    __m256i ax, sx;
+};
+
+LANNER_AVX2 inline __m256i nibbles_avx2(const uint8_t* qs) {  // [lo nibbles of 16 B, hi nibbles]
+    const __m128i t = _mm_loadu_si128((const __m128i*)qs);
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(15));
+}
+LANNER_AVX2 inline Unpacked signed_avx2(__m256i q) { return {_mm256_sign_epi8(q, q), q}; }
+
+LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ8_0& b) {
+    return signed_avx2(_mm256_loadu_si256((const __m256i*)b.qs));
+}
+LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ4_0& b) {
+    return signed_avx2(_mm256_sub_epi8(nibbles_avx2(b.qs), _mm256_set1_epi8(8)));
+}
+LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ4_1& b) {
+    const __m256i q = nibbles_avx2(b.qs);
+    return {q, q};
+}
+LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ5_0& b) {
+    uint32_t h;
+    std::memcpy(&h, b.qh, 4);
+    // byte e = 0xFF where bit e of h is set: spread the 4 bytes of h over 8 bytes each, test one bit per byte
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                               _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                 0x0101010101010101, 0x0000000000000000));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    // q - 16 where the bit is clear, q where set: or-in 0xF0 where clear (two's complement)
+    const __m256i q = _mm256_or_si256(nibbles_avx2(b.qs), _mm256_andnot_si256(set, _mm256_set1_epi8((char)0xF0)));
+    return signed_avx2(q);
+}
+
+LANNER_AVX2 inline float h2f_avx2(uint16_t h) { return _cvtsh_ss(h); }  // exact, as h2f
+
+LANNER_AVX2 inline float hsum8_avx2(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+template <class W, class A, int R, int C>
+LANNER_AVX2 void tile_avx2(const Job& j, int r0, int c0) {
+    constexpr bool is_signed = !std::is_same<W, BlockQ4_1>::value;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[R][C];
+    float summs[R][C];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps(), summs[r][c] = 0.0f;
+    const W* wb[R];
+    const A* ab[C];
+    const float* ad[C];
+    const float* as[C];
+    for (int r = 0; r < R; ++r) wb[r] = (const W*)(j.w + (r0 + r) * j.w_stride);
+    for (int c = 0; c < C; ++c) {
+        ab[c] = (const A*)(j.a + (c0 + c) * j.a_stride);
+        ad[c] = j.ad + (size_t)(c0 + c) * j.nb;
+        as[c] = is_signed ? nullptr : j.as + (size_t)(c0 + c) * j.nb;
+    }
+    for (int ib = 0; ib < j.nb; ++ib) {
+        Unpacked u[R];
+        float dw[R];
+        for (int r = 0; r < R; ++r) u[r] = unpack_avx2(wb[r][ib]), dw[r] = h2f_avx2(wb[r][ib].d);
+        for (int c = 0; c < C; ++c) {
+            const __m256i qy = _mm256_loadu_si256((const __m256i*)ab[c][ib].qs);
+            const float da = ad[c][ib];
+            for (int r = 0; r < R; ++r) {
+                const __m256i sy = is_signed ? _mm256_sign_epi8(qy, u[r].sx) : qy;
+                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(u[r].ax, sy)));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), p, acc[r][c]);
+            }
+        }
+        if constexpr (!is_signed)
+            for (int r = 0; r < R; ++r) {
+                const float m = h2f_avx2(wb[r][ib].m);
+                for (int c = 0; c < C; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
+            }
+    }
+    for (int c = 0; c < C; ++c)
+        for (int r = 0; r < R; ++r) j.y[(c0 + c) * j.y_stride + r0 + r] = hsum8_avx2(acc[r][c]) + summs[r][c];
+}
+
+template <class W, class A, int R>
+LANNER_AVX2 void cols_avx2(const Job& j, int r0, int c0, int n) {  // n in 1..4 columns
+    switch (n) {
+        case 4: return tile_avx2<W, A, R, 4>(j, r0, c0);
+        case 3: return tile_avx2<W, A, R, 3>(j, r0, c0);
+        case 2: return tile_avx2<W, A, R, 2>(j, r0, c0);
+        default: return tile_avx2<W, A, R, 1>(j, r0, c0);
+    }
+}
+
+const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+const bool k_avx2 = false;
+#endif
+
+// Rows [r_begin, r_end) x columns [0, M): column blocks of 64 keep their quantized X in cache
+// while a row pair's blocks stay in L1 across the block's tiles of 4 columns.
+template <class W, class A>
+void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
+    constexpr int k_col_block = 64;
+    for (int cb = 0; cb < M; cb += k_col_block) {
+        const int ce = std::min(M, cb + k_col_block);
+        for (int r = r_begin; r < r_end; r += 2) {
+            const int nr = std::min(2, r_end - r);
+            for (int c = cb; c < ce; c += 4) {
+                const int nc = std::min(4, ce - c);
+#ifdef LANNER_X86
+                if (avx2) {
+                    nr == 2 ? cols_avx2<W, A, 2>(j, r, c, nc) : cols_avx2<W, A, 1>(j, r, c, nc);
+                    continue;
+                }
+#endif
+                for (int rr = r; rr < r + nr; ++rr)
+                    for (int cc = c; cc < c + nc; ++cc) rows_scalar<W, A>(j, rr, cc);
+            }
+        }
+    }
+}
+
+void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool avx2) {
+    switch (type) {
+        case GGML_TYPE_Q8_0: return run_rows<BlockQ8_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q4_0: return run_rows<BlockQ4_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q5_0: return run_rows<BlockQ5_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q4_1: return run_rows<BlockQ4_1, BlockQ8_1>(j, r_begin, r_end, M, avx2);
+        default: return;
+    }
+}
+
+bool type_supported(ggml_type t) {
+    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q4_1;
+}
+
+// X's columns quantized by ggml's from_float for the weight type's dot type, with their block
+// scales as floats. One per thread: every thread quantizes all columns (cheap next to the
+// multiply) so the op needs no barrier.
+struct QuantizedX {
+    std::vector<uint8_t> q;  // [M][row_bytes]
+    std::vector<float> d, s;  // [M][nb]
+    size_t row_bytes = 0;
+
+    void fill(ggml_type w_type, const char* x, size_t x_stride, int64_t K, int64_t M) {
+        const ggml_type_traits_cpu* tw = ggml_get_type_traits_cpu(w_type);
+        const ggml_type vt = tw->vec_dot_type;
+        const ggml_from_float_t from_float = ggml_get_type_traits_cpu(vt)->from_float;
+        const int nb = (int)(K / k_qk);
+        row_bytes = ggml_row_size(vt, K);
+        q.resize(row_bytes * M);
+        d.resize((size_t)nb * M);
+        s.resize(vt == GGML_TYPE_Q8_1 ? (size_t)nb * M : 0);
+        for (int64_t c = 0; c < M; ++c) {
+            uint8_t* qc = q.data() + c * row_bytes;
+            from_float((const float*)(x + c * x_stride), qc, K);
+            for (int ib = 0; ib < nb; ++ib) {
+                if (vt == GGML_TYPE_Q8_1) {
+                    const auto* b = (const BlockQ8_1*)qc + ib;
+                    d[c * nb + ib] = h2f(b->d), s[c * nb + ib] = h2f(b->s);
+                } else {
+                    d[c * nb + ib] = h2f(((const BlockQ8_0*)qc + ib)->d);
+                }
+            }
+        }
+    }
+};
+
+// dst [N, M] = src[0] [K, N] (quantized) x src[1] F32 [K, M]; rows of W split over the threads.
+void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
+    const ggml_tensor *w = dst->src[0], *x = dst->src[1];
+    const int64_t K = w->ne[0], N = w->ne[1], M = x->ne[1];
+    int64_t per = (N + nth - 1) / nth;
+    per += per & 1;  // row pairs stay in one thread
+    const int64_t r_begin = std::min<int64_t>(N, ith * per), r_end = std::min<int64_t>(N, r_begin + per);
+    if (r_begin >= r_end) return;
+    thread_local QuantizedX qx;
+    qx.fill(w->type, (const char*)x->data, x->nb[1], K, M);
+    const Job j{(const char*)w->data, w->nb[1], (int)(K / k_qk), (const char*)qx.q.data(), qx.row_bytes,
+                qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
+    run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, k_avx2);
+}
+
+}  // namespace
+
+bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x) {
+    return k_avx2 && type_supported(w->type) && w->ne[0] % k_qk == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
+           w->nb[0] == ggml_type_size(w->type) && w->nb[1] == ggml_row_size(w->type, w->ne[0]) &&
+           w->buffer && ggml_backend_buffer_is_host(w->buffer) &&
+           x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1 &&
+           x->nb[0] == sizeof(float);
+}
+
+ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+    ggml_tensor* args[2] = {w, x};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, mul_mat_q_compute,
+                          GGML_N_TASKS_MAX, nullptr);
+}
+
+bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
+                    bool avx2) {
+    if (!type_supported(type) || K % k_qk != 0 || (avx2 && !k_avx2)) return false;
+    QuantizedX qx;
+    qx.fill(type, (const char*)x, K * sizeof(float), K, M);
+    const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / k_qk), (const char*)qx.q.data(), qx.row_bytes,
+                qx.d.data(), qx.s.data(), y, (size_t)N};
+    run_type(type, j, 0, (int)N, (int)M, avx2);
+    return true;
+}
+
+}  // namespace lanner

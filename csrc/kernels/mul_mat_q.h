@@ -1,0 +1,33 @@
+// mul_mat_q: Y = W^T X for a quantized weight W, as a ggml CPU custom op that reads each weight
+// block once for up to four columns of X and two rows of W (register tiles), where ggml's
+// kernel reads it once per column. Each output element keeps the arithmetic of ggml's AVX2
+// vec_dot for its type (block integer dot products in 8 int32 lanes, fused multiply-add of the
+// float scale product into 8 float lanes in block order, ggml's horizontal sum; Q4_1 adds the
+// min term by a scalar fused multiply-add chain), with X quantized by ggml's own from_float:
+// results are bit-identical to ggml_mul_mat with this ggml, for any number of columns, so the op
+// keeps batch invariance and the ggml-exact reference.
+// Scope: CPU with AVX2/FMA/F16C at run time; W in a host (not repacked) buffer, 2-D, contiguous
+// rows of Q4_0, Q4_1, Q5_0 or Q8_0; X F32 2-D with contiguous rows.
+#pragma once
+#include "ggml.h"
+
+namespace lanner {
+
+// Whether mul_mat_q(ctx, w, x) is available (CPU features, types, layout, buffer).
+bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x);
+
+// w: [K, N] quantized, x: F32 [K, M] -> F32 [N, M]
+ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
+
+// The kernel on plain arrays, for tests and benchmarks: w_rows [N] rows of K/32 blocks of
+// `type`, x [M][K] row-major floats -> y [M][N]. avx2 = false runs the scalar build of the same
+// arithmetic (it must give the same bits). Returns false for an unsupported type or K.
+bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
+                    bool avx2);
+
+// One multiply in a one-op ggml graph on the CPU (n_threads), through ggml_mul_mat (op = false)
+// or the custom op (op = true), same arrays as mul_mat_q_host: the tests' and benches' reference.
+bool mul_mat_graph(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
+                   int n_threads, bool op);
+
+}  // namespace lanner

@@ -1,0 +1,111 @@
+"""lanner's register-tiled quantized matmul (csrc/kernels/mul_mat_q.*) against ggml_mul_mat, bit for bit.
+
+The kernel reads each weight block once for several columns, but keeps for every output element
+the arithmetic of ggml's AVX2 dot product for the type, so its results must equal ggml_mul_mat's
+exactly: for every supported type, tile remainders (odd rows, 1-3 leftover columns, past the
+64-column block), several thread counts, its scalar build, and inside real models' graphs
+(LANNER_MM_Q=0 switches it off). Being the same bits for any number of columns, it keeps batch
+invariance; a numpy product on the dequantized weights checks both are the right product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import quants
+
+import lanner._core as core
+
+TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_1"]
+
+
+def _case(name: str, K: int, N: int, M: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    qt = getattr(Q, name)
+    w = rng.standard_normal((N, K)).astype(np.float32) * rng.uniform(0.1, 3.0, (N, 1)).astype(np.float32)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    x[:, :32] *= 40.0  # blocks of very different scales
+    return int(qt), quants.quantize(w, qt).tobytes(), x, quants.dequantize(quants.quantize(w, qt), qt)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("K,N,M", [(32, 1, 1), (64, 7, 3), (576, 37, 5), (640, 64, 9), (256, 33, 70),
+                                   (1536, 10, 2), (96, 5, 131)])
+def test_every_path_gives_ggml_bits(name, K, N, M):
+    qt, w, x, _ = _case(name, K, N, M)
+    ref = core.mul_mat_q_check(qt, w, x, "ggml", 1)
+    assert ref.shape == (M, N)
+    for how, threads in [("op", 1), ("op", 2), ("op", 3), ("avx2", 1), ("scalar", 1)]:
+        got = core.mul_mat_q_check(qt, w, x, how, threads)
+        diff = int((_bits(got) != _bits(ref)).sum())
+        assert diff == 0, f"{how} x{threads}: {diff} of {ref.size} outputs differ from ggml_mul_mat"
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_it_is_the_product_of_the_dequantized_weights(name):
+    qt, w, x, wd = _case(name, 640, 48, 6, seed=3)
+    got = core.mul_mat_q_check(qt, w, x, "op", 2).astype(np.float64)
+    want = x.astype(np.float64) @ wd.astype(np.float64).T  # activations quantized to 8 bits: ~1% error
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert rel < 0.02, rel
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_a_column_alone_equals_the_same_column_in_a_batch(name):
+    qt, w, x, _ = _case(name, 576, 40, 11, seed=5)
+    batch = core.mul_mat_q_check(qt, w, x, "op", 2)
+    for c in (0, 3, 4, 10):
+        alone = core.mul_mat_q_check(qt, w, x[c:c + 1], "op", 2)
+        assert np.array_equal(_bits(alone[0]), _bits(batch[c]))
+
+
+def test_unsupported_types_are_refused():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    w = rng.standard_normal((4, 256)).astype(np.float16).tobytes()
+    assert core.mul_mat_q_check(int(Q.F16), w, x, "ggml", 1).shape == (2, 4)
+    for how in ("avx2", "scalar"):
+        with pytest.raises(ValueError, match="unsupported"):
+            core.mul_mat_q_check(int(Q.F16), w, x, how, 1)
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def model(request):
+    from lanner.default_model import gemma3_path, smollm2_path
+
+    return core.Model(str(smollm2_path() if request.param == "smollm2" else gemma3_path()))
+
+
+def _logits(model, on: bool, monkeypatch) -> tuple[bool, list[np.ndarray]]:
+    monkeypatch.setenv("LANNER_MM_Q", "1" if on else "0")
+    c = core.Context(model, n_ctx=512, n_batch=64, n_seq_max=4, n_threads=2)
+    rng = np.random.default_rng(11)
+    toks = lambda n: rng.integers(10, 20000, n).astype(np.int32)  # noqa: E731
+    outs, lens, ops = [], {0: 150, 1: 40, 2: 7}, []
+    for s, n in lens.items():  # prompts in 64-token chunks: 64-, 22- and 7-column matmuls
+        out = c.decode(toks(n), np.arange(n, dtype=np.int32), np.full(n, s, np.int32), np.ones(n, np.uint8))
+        outs.append(out.copy())
+        ops.append(c.last_mm_q_ops)
+    for _ in range(4):  # batched decode steps: 3 columns
+        seqs = np.array(sorted(lens), np.int32)
+        pos = np.array([lens[s] for s in seqs], np.int32)
+        outs.append(c.decode(toks(len(seqs)), pos, seqs, np.ones(len(seqs), np.uint8)).copy())
+        for s in lens:
+            lens[s] += 1
+        ops.append(c.last_mm_q_ops)
+    return c.mm_q, ops, outs
+
+
+def test_models_give_the_same_logits_with_and_without_the_kernel(model, monkeypatch):
+    on, ops_on, with_op = _logits(model, True, monkeypatch)
+    off, ops_off, without = _logits(model, False, monkeypatch)
+    assert on and not off
+    # every layer's projections and FFN (and the output head where its type is supported) took the op
+    assert min(ops_on) >= 4 * model.n_layer and max(ops_off) == 0, (ops_on, ops_off)
+    for a, b in zip(with_op, without):
+        assert np.array_equal(_bits(a), _bits(b))
