@@ -1,6 +1,7 @@
 // lanner-bench-matmul: throughput of ggml's matrix multiply on the CPU backend, per weight type.
-// Owns nothing of lanner: ggml's public API only (ggml_mul_mat graphs, weights quantized with
-// ggml_quantize_chunk, timed ggml_backend_graph_compute). For each shape K x M (in x out, ggml
+// ggml's public API (ggml_mul_mat graphs, weights quantized with ggml_quantize_chunk, timed
+// ggml_backend_graph_compute), and lanner's own quantized matmul op (kernels/mul_mat_q.h, buffer
+// column "lanner") for the types it covers, timed the same way next to ggml's. For each shape K x M (in x out, ggml
 // order: W is [K, M]) and each column count N it times Y[M, N] = W^T X[K, N] with X in f32 (ggml
 // converts X to the weight type's dot type inside the op, as in the model's graphs).
 // The CPU backend runs on a persistent ggml threadpool, as lanner's Context does. One graph
@@ -37,6 +38,7 @@
 #include "ggml-cpp.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "kernels/mul_mat_q.h"
 
 // ---- structs --------------------------------------------------------------------------------
 
@@ -60,7 +62,7 @@ struct Args {
 
 struct Result {
     ggml_type type;
-    bool repacked;
+    bool repacked;     // W in the repacking buffer type
     int n;             // columns
     size_t w_bytes;    // bytes of W
     int n_mul = 1;     // multiplies per graph
@@ -70,6 +72,7 @@ struct Result {
     int reps = 0;      // runs
     double others_pct = -1;  // CPU other processes used meanwhile, % of the machine (-1 unknown)
     double err = 0;    // max |y - ref| / max |ref| over column 0
+    bool lanner = false;  // lanner's mul_mat_q op instead of ggml_mul_mat
 };
 
 // ---- arguments ------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ static double column0_error(const std::vector<float>& y, const std::vector<float
 static bool run_case(ggml_backend_t backend, ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
                      const Args& a, const Shape& s, int n, int n_mul, int n_copy, ggml_type type,
                      const std::vector<uint8_t>& wq, const std::vector<float>& w_ref, const std::vector<float>& x,
-                     Result& r) {
+                     Result& r, bool lanner_op) {
     const size_t n_graph = (size_t)n_mul + n_copy + 8;  // nodes and leafs
     const size_t meta_w = (n_copy + 1) * ggml_tensor_overhead();
     const size_t meta_io = (n_mul + 2) * ggml_tensor_overhead() + ggml_graph_overhead_custom(n_graph, false);
@@ -265,13 +268,14 @@ static bool run_case(ggml_backend_t backend, ggml_backend_dev_t dev, ggml_backen
     std::vector<ggml_tensor*> W(n_copy), Y(n_mul);
     for (int c = 0; c < n_copy; ++c) W[c] = ggml_new_tensor_2d(ctx_w.get(), type, s.k, s.m);  // [K, M]
     for (int i = 0; i < n_mul; ++i) {
-        Y[i] = ggml_mul_mat(ctx_io.get(), W[i % n_copy], X);  // [M, N]
+        Y[i] = lanner_op ? lanner::mul_mat_q(ctx_io.get(), W[i % n_copy], X)  // [M, N]
+                         : ggml_mul_mat(ctx_io.get(), W[i % n_copy], X);
         ggml_build_forward_expand(gf, Y[i]);
     }
 
     // Ask the device whether it runs this op with W in `buft` (W points at an empty buffer of
     // that type while asking; the answer depends on the buffer type, not on the data).
-    {
+    if (!lanner_op) {
         ggml_backend_buffer_ptr probe(ggml_backend_buft_alloc_buffer(buft, 0));
         W[0]->buffer = probe.get();
         const bool ok = ggml_backend_dev_supports_op(dev, Y[0]);
@@ -281,6 +285,7 @@ static bool run_case(ggml_backend_t backend, ggml_backend_dev_t dev, ggml_backen
     ggml_backend_buffer_ptr buf_w(ggml_backend_alloc_ctx_tensors_from_buft(ctx_w.get(), buft));
     ggml_backend_buffer_ptr buf_io(ggml_backend_alloc_ctx_tensors(ctx_io.get(), backend));
     if (!buf_w || !buf_io) { std::fprintf(stderr, "allocation failed\n"); std::exit(1); }
+    if (lanner_op && !lanner::mul_mat_q_supported(W[0], X)) return false;
     // a repacking buffer re-lays the data out here
     for (ggml_tensor* w : W) ggml_backend_tensor_set(w, wq.data(), 0, wq.size());
     ggml_backend_tensor_set(X, x.data(), 0, sizeof(float) * s.k * n);
@@ -321,10 +326,13 @@ static std::vector<Result> run_shape(ggml_backend_t backend, ggml_backend_dev_t 
         for (int n : a.cols) {
             const double mflop = 2e-6 * s.k * s.m * n;  // one multiply
             const int n_mul = std::max(n_copy, (int)std::min(64.0, std::ceil(64.0 / mflop)));
-            for (int pass = 0; pass < (buft_repack ? 2 : 1); ++pass) {
+            for (int pass = 0; pass < 3; ++pass) {  // ggml, ggml repacked, lanner's op
+                if (pass == 1 && !buft_repack) continue;
                 Result r{type, pass == 1, n, 0};
-                ggml_backend_buffer_type_t buft = pass ? buft_repack : buft_cpu;
-                if (run_case(backend, dev, buft, a, s, n, n_mul, n_copy, type, wq, w_ref, x, r)) rs.push_back(r);
+                r.lanner = pass == 2;
+                ggml_backend_buffer_type_t buft = pass == 1 ? buft_repack : buft_cpu;
+                if (run_case(backend, dev, buft, a, s, n, n_mul, n_copy, type, wq, w_ref, x, r, r.lanner))
+                    rs.push_back(r);
             }
         }
     }
@@ -343,7 +351,7 @@ static void print_shape(const Shape& s, const Args& a, const std::vector<Result>
     for (int n : a.cols) {
         double f16_ms = 0;
         for (const auto& r : rs)
-            if (r.n == n && r.type == GGML_TYPE_F16 && !r.repacked) f16_ms = r.ms;
+            if (r.n == n && r.type == GGML_TYPE_F16 && !r.repacked && !r.lanner) f16_ms = r.ms;
         for (const auto& r : rs) {
             if (r.n != n) continue;
             const double sec = r.ms * 1e-3;
@@ -353,7 +361,7 @@ static void print_shape(const Shape& s, const Args& a, const std::vector<Result>
             if (r.others_pct >= 0) std::snprintf(others, sizeof others, "%.0f", r.others_pct);
             if (f16_ms > 0) std::snprintf(rel, sizeof rel, "%.2fx", f16_ms / r.ms);
             std::printf("%-6s %-7s %7.2f %9.1f %5d %5d %9.4f %9.4f %7.1f %8.1f %7s %8.1e %5d %7s%s\n",
-                        ggml_type_name(r.type), r.repacked ? "repack" : "cpu", r.w_bytes / 1048576.0,
+                        ggml_type_name(r.type), r.lanner ? "lanner" : r.repacked ? "repack" : "cpu", r.w_bytes / 1048576.0,
                         r.n_copy * r.w_bytes / 1048576.0, r.n_mul, n,
                         r.ms, r.ms_min, gbs, gflops, rel, r.err, r.reps, others,
                         r.err > 0.05 ? "  <- large error" : "");
