@@ -2,6 +2,7 @@
 
     python bench/bench_server.py [--models smollm2,gemma3] [--clients 1,2,4,8] [--runs 3]
         [--requests 3] [--max-tokens 64] [--threads 2] [--ctx-size 4096] [--peer-bin PATH]
+        [--lanner-adaptive-threads]
 
 For each model and client count N, both servers are started once with N slots (`lanner serve
 --parallel N` / `llama-server -np N`, flash attention, T threads, the same total context), warmed
@@ -64,8 +65,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         if kind == "lanner":
             cmd = [sys.executable, "-m", "lanner.server.main", "--model", model, "--port", str(self.port),
-                   "--parallel", str(slots), "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
+                   "--parallel", str(slots), "--ctx-size", str(args.ctx_size),
                    "--max-queue", str(max(4, slots)), "--log-level", "warning"]
+            if not args.lanner_adaptive_threads:  # else lanner's default: all CPUs, fewer while faster
+                cmd += ["--threads", str(args.threads)]
         else:
             cmd = [str(args.peer_bin), "-m", model, "--port", str(self.port), "--host", "127.0.0.1",
                    "-np", str(slots), "-t", str(args.threads), "-tb", str(args.threads), "-c", str(args.ctx_size),
@@ -218,6 +221,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3, help="requests per client per run")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lanner-adaptive-threads", action="store_true",
+                    help="start lanner without --threads (its default: the CPUs it may use, fewer while "
+                         "the measured step times say fewer are faster); llama-server keeps -t THREADS")
     ap.add_argument("--ctx-size", type=int, default=4096)
     ap.add_argument("--peer-bin", type=Path, default=PEER_BIN)
     args = ap.parse_args()

@@ -35,7 +35,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--system", help="system prompt for chat")
     p.add_argument("-n", "--max-tokens", type=int, default=512, help="tokens per reply (default 512)")
     p.add_argument("--ctx-size", type=int, default=4096, help="KV cache size in tokens (default 4096)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available, fewer while fewer are faster)")
     p.add_argument("--temperature", type=float, default=_D.temperature)
     p.add_argument("--top-k", type=int, default=_D.top_k)
     p.add_argument("--top-p", type=float, default=_D.top_p)

@@ -23,6 +23,7 @@ from .text.chat_fence import encode_chat
 from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
+from .engine.thread_tuner import tuner_for
 from .text.tokenizer import Tokenizer
 from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, PromptIds, SamplingParams,
                     Timings, Usage)
@@ -74,7 +75,9 @@ class LLM:
 
     model_path: a GGUF file; None = $LANNER_MODEL or the embedded SmolLM2.
     n_ctx: KV cache size in tokens, shared by all sequences (capped at the model's training length).
-    n_threads: CPU threads for the matmuls (default: the CPUs this process may use).
+    n_threads: CPU threads for the matmuls. Default: the CPUs this process may use, or fewer
+      while fewer are faster (engine/thread_tuner.py: other processes on the cores); a number
+      given here is kept as it is.
     n_parallel: sequences decoded together by the engine; max_queue: requests allowed to wait.
     type_k / type_v: KV cache cell types ("f16", "f32", "q8_0").
     flash_attn: True (default) attention by ggml's flash-attention kernel; False uses softmax(KQ)V,
@@ -118,9 +121,12 @@ class LLM:
                             type_k=type_k, type_v=type_v, flash_attn=flash_attn,
                             batch_invariant=batch_invariant)
         self.vision = self._load_vision(mmproj, image_limits)
+        # threads not pinned by the caller: the engine picks the count by measured step times
+        tuner = tuner_for(ctx, self.n_threads) if not n_threads and self.backend_name == "cpu" else None
         self.engine = Engine(ctx, self.tokenizer, n_parallel=n_parallel, max_queue=max_queue,
                              step_token_budget=n_batch, n_vocab=self.model.n_vocab,
-                             bidirectional_images=bool(self.vision and self.vision.bidirectional))
+                             bidirectional_images=bool(self.vision and self.vision.bidirectional),
+                             thread_tuner=tuner)
         self.model_name = Path(self.model_path).stem
         self.load_duration_ns = time.perf_counter_ns() - t0
         self.metadata = self._describe(ctx)

@@ -89,6 +89,8 @@ class Engine:
       estimated time stays near this; None = budget only. The estimate is a decode-only step's
       measured time plus the measured marginal time per prompt token (both EMAs).
     min_prompt_chunk: prompt tokens a step may carry whatever max_step_ms says.
+    thread_tuner: an engine/thread_tuner.ThreadTuner told every step's time (it may change the
+      context's thread count), or None.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Engine:
         detokenizer_factory: Optional[Callable[[Any, list[str]], Any]] = None,
         clock: Callable[[], int] = time.monotonic_ns,
         bidirectional_images: bool = False,
+        thread_tuner: Any = None,
     ):
         n_seq = int(context.n_seq_max)
         if not 1 <= n_parallel <= n_seq:
@@ -126,6 +129,7 @@ class Engine:
         self._tok = tokenizer
         self._n_vocab = n_vocab
         self._bidirectional_images = bidirectional_images  # Gemma 3: an image's rows see each other
+        self._threads = thread_tuner  # engine/thread_tuner.py: the context's thread count, or None
         self._eog = frozenset(getattr(tokenizer, "eog_ids", ()))
         self._new_sampler = sampler_factory or _default_sampler
         self._new_detok = detokenizer_factory or _default_detokenizer
@@ -384,6 +388,8 @@ class Engine:
         p["sample_ns"] += t2 - t1
         p["tokens"] += batch.n_tokens
         self._learn_step_time(batch, t1 - t0)
+        if self._threads is not None:
+            self._threads.observe(batch.n_tokens, batch.n_prefill, t1 - t0)
 
     def _decode(self, batch) -> Optional[np.ndarray]:
         """decode() the batch: its logits rows, or None after a DecodeError (graph allocation or

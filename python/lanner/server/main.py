@@ -35,7 +35,7 @@ _FLAGS = [  # (flag, Settings field, type, help)
     ("--backend", "backend", str, "compute backend: auto (a GPU if this build of ggml has one, "
                                   "else the CPU), cpu, cuda or metal; not in this build = "
                                   "startup error (default auto)"),
-    ("--threads", "threads", int, "CPU threads for the model (default: the engine's choice)"),
+    ("--threads", "threads", int, "CPU threads for the model (default: all CPUs, fewer while fewer are faster)"),
     ("--parallel", "parallel", int, "sequences decoded together (default 4)"),
     ("--ctx-size", "ctx_size", int, "KV cache size in tokens (default: the engine's, 4096 capped at the model's)"),
     ("--max-tokens", "max_tokens", int, "completion tokens when a request sets none (default 200)"),
