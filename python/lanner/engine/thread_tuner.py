@@ -47,7 +47,7 @@ class ThreadTuner:
         self._next = 1                 # index into counts of the next count to probe
         self._times: dict[int, dict[int, deque]] = defaultdict(lambda: defaultdict(lambda: deque(maxlen=RECENT)))
         self._best: dict[tuple[int, int], float] = {}  # (count, size) -> best median seen
-        self.switches = 0              # times the settled count changed (for tests and /metrics)
+        self.switches = 0              # times the settled count changed
 
     @property
     def active(self) -> bool:
