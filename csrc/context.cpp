@@ -32,7 +32,6 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
         backend_cpu_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
     }
     set_n_threads(params_.n_threads);
-    ggml_backend_cpu_set_use_ref(backend_cpu_, params_.batch_invariant != 0);
 
     kv_ = std::make_unique<KvCache>(*model_, ggml_backend_dev_buffer_type(model_->device), params_.n_ctx,
                                     params_.n_seq_max, params_.type_k, params_.type_v, !use_flash_attn());
@@ -47,6 +46,10 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
                      params_.type_k == GGML_TYPE_F16 && params_.type_v == GGML_TYPE_F16 &&
                      hp.n_embd_head_k % 32 == 0 && hp.n_embd_head_v % 32 == 0 && !sinks &&
                      !(rows_env && std::strcmp(rows_env, "0") == 0);
+    // ggml's reference mode is what batch invariance needs from its flash-attention kernel; with
+    // the per-row lists that kernel is not used, and reference mode would only turn off ggml's
+    // op fusion (RMSNorm + weight multiply: the same bits, one pass and one thread barrier less).
+    ggml_backend_cpu_set_use_ref(backend_cpu_, params_.batch_invariant != 0 && !use_attn_rows_);
 
     // Weights' matmuls through lanner's register-tiled kernel (kernels/mul_mat_q.h: ggml's bits,
     // fewer passes over each weight block); LANNER_MM_Q=0 keeps ggml_mul_mat (for comparison).
