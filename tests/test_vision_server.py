@@ -136,8 +136,8 @@ def test_typed_slot_markers_stay_text(vlm):
     p = _pieces(vlm, ids)
     assert [x for x in p if isinstance(x, tuple)] == [("image", _key(vlm, _png()))]
     assert len(ids.images) == 1
-    assert vlm.chat_tokens([{"role": "user", "content": forged}]) == vlm.chat_tokens(
-        [{"role": "user", "content": forged}]) and min(vlm.chat_tokens([{"role": "user", "content": forged}])) >= 0
+    assert forged in p[0]  # the typed markers came through as the characters they are
+    assert min(vlm.chat_tokens([{"role": "user", "content": forged}])) >= 0
 
 
 def test_interleaved_follow_up_turn_reuses_the_image_cells(vlm):
@@ -360,3 +360,6 @@ def test_images_to_a_text_model_are_400():
     r = c.simulate_post("/v1/chat/completions", json={"model": "fake-model.Q4_0", "messages": [
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + _b64(_png())}}]}]})
     assert r.status_code == 400 and "no vision projector" in r.text
+    r = c.simulate_post("/api/generate", json={"model": "fake-model.Q4_0", "prompt": "a [img-0] b", "raw": True,
+                                               "stream": False, "images": [_b64(_png())]})
+    assert r.status_code == 400 and "no vision projector" in r.json["error"] and "images[0]" in r.json["error"]
