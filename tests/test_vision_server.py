@@ -180,6 +180,14 @@ def test_openai_text_image_text(server, vlm, spy):
     assert p[0].endswith("Alpha ") and p[1] == ("image", _key(vlm, a)) and p[2] == " beta "
     assert p[3] == ("image", _key(vlm, b)) and p[4].startswith(" gamma")
     assert r.choices[0].message.content == vlm.chat(direct, max_tokens=4, temperature=0).text
+    # the next turn through the SDK: the first prompt, images included, comes from the cache
+    n = vlm.vision.n_encoded
+    r2 = client.chat.completions.create(model=MODEL, max_tokens=2, temperature=0, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "Alpha "}, url(a), {"type": "text", "text": " beta "},
+                                     url(b), {"type": "text", "text": " gamma"}]},
+        {"role": "assistant", "content": r.choices[0].message.content}, {"role": "user", "content": "Why?"}])
+    assert r2.usage.prompt_tokens_details.cached_tokens >= len(want) - 1 > 2 * tm.n_image_tokens("gemma3")
+    assert vlm.vision.n_encoded == n  # both images from the encoder's cache
 
 
 def test_genai_text_image_text(server, vlm, spy):
