@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Build the llama.cpp peers (llama-server, llama-bench, libmtmd + llama-mtmd-cli) from the
 # llama.cpp that llama-cpp-python's PyPI sdist vendors, into a cache folder outside the repo.
-# Usage: bench/build_peers.sh [SDIST.tar.gz]   (default: pip download of llama-cpp-python==$VERSION)
+# Usage: bench/build_peers.sh [--with-llava-cls-fix] [SDIST.tar.gz]
+#   (default sdist: pip download of llama-cpp-python==$VERSION); --with-llava-cls-fix also makes
+#   a second libmtmd with llama.cpp's llava CLS-first fix in $LANNER_PEERS/llama.cpp-$VERSION-clsfix
+#   (bench/build_llava_cls_fix.sh; the peer itself is left as built).
 # Env: LANNER_PEERS (default ~/.cache/lanner-peers), JOBS (default 2), VERSION (default 0.3.36).
 # CPU options: the same ISA as lanner's ggml wheel (AVX/AVX2/FMA/F16C/BMI2; no AVX-512, no AMX,
 # GGML_NATIVE=OFF); llama.cpp's own defaults otherwise (llamafile sgemm, OpenMP, CPU repack on).
 set -euo pipefail
+
+CLS_FIX=0
+if [[ "${1:-}" == "--with-llava-cls-fix" ]]; then
+    CLS_FIX=1
+    shift
+fi
 
 VERSION="${VERSION:-0.3.36}"
 PEERS="${LANNER_PEERS:-$HOME/.cache/lanner-peers}"
@@ -58,3 +67,8 @@ cp -f "$SRC"/include/llama*.h "$SRC"/tools/mtmd/mtmd.h "$SRC"/tools/mtmd/mtmd-he
 ln -sfn "$ROOT" "$PEERS/llama.cpp"
 echo "peers in $ROOT/bin:"
 ls "$ROOT/bin"
+
+# 6. optionally, the llava CLS-first libmtmd next to it (tests/reference/vision_llama_cpp.md)
+if [[ "$CLS_FIX" == 1 ]]; then
+    VERSION="$VERSION" LANNER_PEERS="$PEERS" "$(dirname "$0")/build_llava_cls_fix.sh"
+fi

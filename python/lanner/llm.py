@@ -92,7 +92,8 @@ class LLM:
     backend: "auto" (a GPU if ggml has one, else the CPU), "cpu", "cuda" or "metal"; ValueError
     if this build lacks it. `backend_name` says which one the model runs on.
     mmproj: a vision projector GGUF (llama.cpp's mmproj layout) for this model: messages may then
-    carry "images" (bytes, file paths or PIL images; placed before the message's text).
+    carry images (bytes, file paths or PIL images): in "images" (placed before the message's
+    text) or as {"type": "image", "image": x} parts of a content list (placed where they stand).
     image_limits: lanner.vision.image.ImageLimits for images given to chat().
     """
 
@@ -202,36 +203,60 @@ class LLM:
                     add_generation_prompt: bool = True, **template_kwargs: Any) -> list[int]:
         """Token ids of the rendered chat: the template's markers parsed as special tokens, the
         messages' text always as plain text (a user who types `<|im_end|>` gets those
-        characters, not the control token), BOS added once."""
-        if any(isinstance(m, dict) and m.get("images") for m in messages):
+        characters, not the control token), BOS added once. Images (a message's `images`, or
+        `{"type": "image", "image": x}` parts of a content list) make it a PromptIds."""
+        from .vision.placement import has_images
+
+        if any(has_images(m) for m in messages):
             return self._chat_tokens_images(messages, tools, add_generation_prompt, template_kwargs)
         return encode_chat(self.tokenizer, lambda ms, ts=None: self.render_chat(
             ms, ts, add_generation_prompt, **template_kwargs), messages, tools)
 
     def _chat_tokens_images(self, messages, tools, add_generation_prompt, template_kwargs) -> PromptIds:
-        """chat_tokens for messages with images: each image's slot marked in its message's text,
-        the rendered chat tokenized around the slots, each slot filled with the image's tokens
-        (ids keyed by its pixels), the embeddings carried along (PromptIds.images)."""
-        from .vision.placement import expand, slot_markers, wrapper_ids
+        """chat_tokens for messages with images: each image's slot marked at its place in its
+        message's text (vision/placement.py), the rendered chat tokenized around the slots, each
+        slot filled with the image's tokens (ids keyed by its pixels), the embeddings carried
+        along (PromptIds.images)."""
+        from .vision.placement import mark_messages, slot_markers
 
-        if self.vision is None:
-            raise ValueError("this model does not support images: no vision projector (mmproj) is loaded")
+        self._need_vision()
         slots = slot_markers()
-        marked, images = [], []
-        for m in messages:
-            imgs = m.get("images") or [] if isinstance(m, dict) else []
-            if not imgs:
-                marked.append(m)
-                continue
-            marks = "".join(slots.marker(len(images) + k) for k in range(len(imgs)))
-            images += imgs
-            c = m.get("content") or ""
-            c = marks + c if isinstance(c, str) else [{"type": "text", "text": marks}] + list(c)
-            marked.append({k: v for k, v in m.items() if k != "images"} | {"content": c})
-        if len(images) > self.image_limits.max_images:
-            raise ValueError(f"{len(images)} images in one request, over the limit of {self.image_limits.max_images}")
+        marked, images = mark_messages(messages, slots)
+        self._check_count(len(images))
         ids = encode_chat(self.tokenizer, lambda ms, ts=None: self.render_chat(
             ms, ts, add_generation_prompt, **template_kwargs), marked, tools, slots=slots.pattern)
+        return self._fill_slots(ids, images)
+
+    def raw_tokens(self, parts: Sequence[Any], add_special: bool = True) -> PromptIds:
+        """Token ids of a raw prompt (no template) given as text and images in order: each str
+        tokenized with special tokens parsed, each `{"type": "image", "image": x}` (or a bare
+        image) as the image's tokens; BOS added once at the start (add_special)."""
+        self._need_vision()
+        ids: list[int] = []
+        images: list = []
+        for p in parts:
+            if isinstance(p, str):
+                ids += self.tokenizer.encode(p, add_special=False, parse_special=True)
+            else:
+                images.append(p.get("image") if isinstance(p, dict) else p)
+                ids.append(-len(images))  # the slot placeholder of image k: -(k+1)
+        self._check_count(len(images))
+        if add_special:
+            ids = self.tokenizer.add_specials(ids)
+        return self._fill_slots(ids, images)
+
+    def _need_vision(self) -> None:
+        if self.vision is None:
+            raise ValueError("this model does not support images: no vision projector (mmproj) is loaded")
+
+    def _check_count(self, n: int) -> None:
+        if n > self.image_limits.max_images:
+            raise ValueError(f"{n} images in one request, over the limit of {self.image_limits.max_images}")
+
+    def _fill_slots(self, ids: list[int], images: list) -> PromptIds:
+        """ids with each slot -(k+1) replaced by image k's tokens, its embeddings carried along."""
+        from .vision.placement import expand, wrapper_ids
+
         embedded = [self.vision.embed(self._image(x)) for x in images]
         before, after = wrapper_ids(self.vision.projector, self.tokenizer)
         prompt = expand(ids, [(k, len(rows)) for k, rows in embedded], before, after)

@@ -9,9 +9,14 @@ lanner's engine on the same text ids + lanner's embeddings. Writes a Markdown ta
 
     python tests/reference/check_vision_llama_cpp.py --lib /root/.cache/lanner-peers/<build>/bin \
         --sdist /tmp/fa_lcp/llama_cpp_python-0.3.36.tar.gz --out tests/reference/vision_llama_cpp.md
+    python tests/reference/check_vision_llama_cpp.py --cls-fixed \
+        --lib /root/.cache/lanner-peers/llama.cpp-0.3.36-clsfix/bin --out /tmp/clsfix.md
 
 --lib: the folder holding llama.cpp's shared libraries (libllama, libmtmd, libggml*), built from
 the llama.cpp the llama-cpp-python sdist vendors. Only the worker process loads them.
+--cls-fixed: that libmtmd has the llava CLS-first fix (bench/build_llava_cls_fix.sh), so the
+`mlp` pair must agree with lanner too; without it, the `mlp` pair is held to llama.cpp's own
+CLS-last layout (its issue #25814). Exit status 0 when every row meets its expectation.
 """
 
 from __future__ import annotations
@@ -149,14 +154,22 @@ def main() -> int:
     ap.add_argument("--lib", required=True, help="folder with llama.cpp's libllama/libmtmd/libggml*")
     ap.add_argument("--sdist", default="/tmp/fa_lcp/llama_cpp_python-0.3.36.tar.gz")
     ap.add_argument("--out", default=str(Path(__file__).with_name("vision_llama_cpp.md")))
+    ap.add_argument("--append", action="store_true", help="add this run's table to --out (a second peer)")
+    ap.add_argument("--cls-fixed", action="store_true",
+                    help="the libmtmd has the llava CLS-first fix: hold the mlp pair to lanner's layout")
     args = ap.parse_args()
-    lines = ["min cos per row over the image's embedding rows. numpy: tests/tiny_mmproj.py's reference "
+    intro = ["# lanner's vision projectors vs llama.cpp's libmtmd (tests/reference/check_vision_llama_cpp.py)", "",
+             "min cos per row over the image's embedding rows. numpy: tests/tiny_mmproj.py's reference "
              "on lanner's normalised pixels (CLS first, as Hugging Face's CLIP); numpy CLS-last: the "
              "layout of llama.cpp's llava graph (llama.cpp issue #25814). Last logits: the prompt's last "
              "row, lanner's core (its embeddings) vs llama.cpp's evaluation of its own chunks; 'other "
              "image mask' is lanner with the image read causally for gemma3 / bidirectionally for "
              "mlp, to show the mask is what matches. Last column: lanner's engine fed llama.cpp's "
-             "embedding rows, greedy tokens against llama.cpp's.", "",
+             "embedding rows, greedy tokens against llama.cpp's.", ""]
+    peer = ("llama.cpp with the llava CLS-first fix (PR #25844, bench/build_llava_cls_fix.sh)" if args.cls_fixed
+            else "llama.cpp as shipped (llava puts the class token after the patches: issue #25814)")
+    lines = [f"## {peer}", "", f"libmtmd from `{Path(args.lib).resolve()}`, llama-cpp-python "
+             f"{Path(args.sdist).name}.", "",
              "| pair | image | rows | lanner vs llama.cpp | lanner vs numpy | llama.cpp vs numpy | "
              "llama.cpp vs numpy CLS-last | last logits cos | same, other image mask | greedy tokens (lanner, llama.cpp) | lanner fed llama.cpp's rows |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -189,15 +202,21 @@ def main() -> int:
             theirs = llama_cpp_side(job, args.lib, work)
             for k, row in enumerate(lanner_side(text, mmproj, images, theirs)):
                 same = row["greedy_lanner"] == row["greedy_llama_cpp"]
-                ok &= row["greedy_fed"] == row["greedy_llama_cpp"] and row["lanner_vs_numpy"] >= 0.9999 \
-                    and row["llama_cpp_vs_numpy_cls_last" if "mlp" in name else "llama_cpp_vs_numpy"] >= 0.999
+                ok &= row["greedy_fed"] == row["greedy_llama_cpp"] and row["lanner_vs_numpy"] >= 0.9999
+                if "mlp" in name and not args.cls_fixed:  # llama.cpp's CLS-last layout (#25814)
+                    ok &= row["llama_cpp_vs_numpy_cls_last"] >= 0.999
+                else:  # the same embeddings and the same greedy tokens
+                    ok &= row["llama_cpp_vs_numpy"] >= 0.999 and row["cos_min"] >= 0.999 and same
                 lines.append(f"| {name} | {k} | {row['n_tokens']} | {row['cos_min']:.7f} | {row['lanner_vs_numpy']:.7f} | "
                              f"{row['llama_cpp_vs_numpy']:.7f} | {row['llama_cpp_vs_numpy_cls_last']:.7f} | {row['logits_cos']:.7f} | {row['logits_cos_other']:.7f} | "
                              f"{'equal' if same else 'DIFFER'}: {row['greedy_lanner']}, {row['greedy_llama_cpp']} | "
                              f"{'equal' if row['greedy_fed'] == row['greedy_llama_cpp'] else 'DIFFER'} {row['greedy_fed']} (logits cos {row['fed_logits_cos']:.7f}) |")
+    out = Path(args.out)
+    head = out.read_text() + "\n" if args.append and out.exists() else "\n".join(intro) + "\n"
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out.write_text(head + text)
     print(text)
+    print("every row as expected" if ok else "SOME ROW IS NOT AS EXPECTED")
     return 0 if ok else 1
 
 

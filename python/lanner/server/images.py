@@ -4,10 +4,12 @@ the part.
 Owns: reading each dialect's image part (Ollama `images`: base64 strings; OpenAI `image_url` /
 `input_image` with a `data:` URL - the server fetches nothing, so http(s) URLs are refused;
 Gemini `inlineData` / `inline_data` with an image `mimeType`) into an ImagePart (bytes + where
-it came from), then, once per request in `decode_messages`, the checks that need the model: a
-projector is loaded, the image count, and each image decoded within the limits
-(lanner.vision.image). The adapters call the part readers; request.chat_prompt calls
-decode_messages. Must not: call the native core or encode images (the backend does).
+it came from); `message_content` keeps a user message's images at their place among its text
+parts; `raw_parts` places the images of an Ollama raw prompt at its `[img-N]` tags. Then, once
+per request in `decode_messages`, the checks that need the model: a projector is loaded, the
+image count, and each image decoded within the limits (lanner.vision.image). The adapters call
+the part readers; request.chat_prompt calls decode_messages. Must not: call the native core or
+encode images (the backend does).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ..vision.placement import is_image_part
 from ..vision.image import MIME_TYPES, ImageError, ImageLimits, decode_image
 from .errors import ApiError, bad_request
 
@@ -97,13 +100,54 @@ def gemini_inline_part(part: dict, where: str) -> ImagePart:
     return ImagePart(_b64(blob.get("data"), where, "inlineData.data"), where, mime)
 
 
+# ---- their place -----------------------------------------------------------------------------
+
+def message_content(pieces: list, in_place: bool) -> dict:
+    """A message's content fields from its text pieces and ImageParts in request order: text
+    alone -> {"content": str}; with images and in_place (user messages) -> content parts
+    [{"type": "text", "text"}, {"type": "image", "image": ImagePart}, ...] in that order;
+    otherwise the text joined and the images in "images" (placed before the text)."""
+    images = [p for p in pieces if isinstance(p, ImagePart)]
+    text = "".join(p for p in pieces if isinstance(p, str))
+    if not images:
+        return {"content": text}
+    if not in_place:
+        return {"content": text, "images": images}
+    return {"content": [{"type": "image", "image": p} if isinstance(p, ImagePart) else
+                        {"type": "text", "text": p} for p in pieces]}
+
+
+_IMG_TAG = re.compile(r"\[img-(\d+)\]")
+
+
+def raw_parts(prompt: str, images: list[ImagePart], param: str = "prompt") -> list:
+    """An Ollama raw prompt with images, as Ollama places them: each `[img-N]` tag (N = the
+    index in `images`) replaced by image N, and the images no tag names before the prompt.
+    A tag naming no image is a 400; so are more tags than the image limit allows (checked
+    with the other images in decode_messages)."""
+    out: list = []
+    named: set[int] = set()
+    pos = 0
+    for m in _IMG_TAG.finditer(prompt):
+        k = int(m.group(1)) if len(m.group(1)) <= 9 else len(images)
+        if k >= len(images):
+            raise bad_request(param, f"{m.group(0)} names no image: the request has {len(images)} "
+                                     f"image(s), tagged [img-0] .. [img-{len(images) - 1}]")
+        out += [prompt[pos:m.start()], {"type": "image", "image": images[k]}]
+        named.add(k)
+        pos = m.end()
+    out.append(prompt[pos:])
+    first = [{"type": "image", "image": x} for k, x in enumerate(images) if k not in named]
+    return first + [p for p in out if p != ""]
+
+
 # ---- per request ----------------------------------------------------------------------------
 
 def decode_messages(backend, messages: list[dict], param: str) -> list[dict]:
     """Template messages with every ImagePart decoded to an RGB image (other image sources, e.g.
     the web UI's upload paths, pass unchanged). 400 when the model takes no images, when a
     request has more than the limit, and for each image that cannot be used (naming it)."""
-    parts = [x for m in messages if isinstance(m, dict) for x in (m.get("images") or [])]
+    parts = [x for m in messages if isinstance(m, dict) for x in _images_of(m)]
     if not parts:
         return messages
     if not getattr(backend, "supports_images", False):
@@ -117,8 +161,18 @@ def decode_messages(backend, messages: list[dict], param: str) -> list[dict]:
     for m in messages:
         if isinstance(m, dict) and m.get("images"):
             m = dict(m, images=[_decode(x, limits) for x in m["images"]])
+        if isinstance(m, dict) and isinstance(m.get("content"), list):
+            m = dict(m, content=[dict(p, image=_decode(p.get("image"), limits)) if is_image_part(p)
+                                 else p for p in m["content"]])
         out.append(m)
     return out
+
+
+def _images_of(m: dict) -> list:
+    """A message's images: its `images`, then the images of its content parts."""
+    c = m.get("content")
+    inside = [p.get("image") for p in c if is_image_part(p)] if isinstance(c, list) else []
+    return list(m.get("images") or []) + inside
 
 
 def _decode(x, limits: ImageLimits):

@@ -205,6 +205,17 @@ def chat_prompt(backend, messages: list[dict], *, tools: Optional[list] = None,
         raise bad_request(param, f"the chat template rejected the messages: {e}") from None
 
 
+def raw_prompt(backend, parts: list, param: str = "prompt") -> list[int]:
+    """Prompt token ids of a raw prompt (no template) given as text and image parts in order
+    (images.raw_parts): the images checked and decoded as a chat's are, then tokenized by the
+    backend with each image's tokens at its place."""
+    parts = decode_messages(backend, [{"role": "user", "content": parts}], param)[0]["content"]
+    try:
+        return backend.raw_tokens(parts)  # a PromptIds: a list carrying its images
+    except ValueError as e:
+        raise bad_request(param, str(e)) from None
+
+
 def output_format(backend) -> str:
     """The model's output format (a key of text.output_format.PARSERS)."""
     meta = getattr(backend, "metadata", None) or {}

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 from ...types import FinishEvent, FinishReason, GenerateRequest, Grammar, SamplingParams
 from .. import reply
 from ..errors import ApiError, bad_request
-from ..images import gemini_inline_part
+from ..images import gemini_inline_part, message_content
 from ..reply import Ending, Piece, Reply
 from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (Call, chat_prompt, completion_budget, make_sampling, opt_bool, opt_int,
@@ -42,15 +42,20 @@ def _norm(obj) -> dict:
 
 # ---- parse ----
 
-def _text_of(content, path: str, images: Optional[list] = None) -> str:
+def _text_of(content, path: str) -> str:
     """The text of a Content ({parts: [{text}]}), a bare string, or a list of parts."""
+    return "".join(_pieces_of(content, path, False))
+
+
+def _pieces_of(content, path: str, take_images: bool) -> list:
+    """A Content's parts in order: text strings and (take_images) ImageParts."""
     if isinstance(content, str):
-        return content
+        return [content]
     content = _norm(content)
     parts = content.get("parts") if isinstance(content, dict) else content
     if not isinstance(parts, list):
         raise bad_request(f"{path}.parts", "must be an array of parts")
-    texts = []
+    pieces: list = []
     for i, part in enumerate(parts):
         part = _norm(part)
         if not isinstance(part, dict):
@@ -60,14 +65,14 @@ def _text_of(content, path: str, images: Optional[list] = None) -> str:
         if "text" in part:
             if not isinstance(part["text"], str):
                 raise bad_request(f"{path}.parts[{i}].text", "must be a string")
-            texts.append(part["text"])
-        elif "inlineData" in part and images is not None:  # server/images.py
-            images.append(gemini_inline_part(part, f"{path}.parts[{i}]"))
+            pieces.append(part["text"])
+        elif "inlineData" in part and take_images:  # server/images.py
+            pieces.append(gemini_inline_part(part, f"{path}.parts[{i}]"))
         elif "inlineData" in part or "fileData" in part:
             raise bad_request(f"{path}.parts[{i}]", "this model takes text only (no inline or file data)")
         else:
             raise bad_request(f"{path}.parts[{i}]", "unsupported part: only text parts are accepted")
-    return "".join(texts)
+    return pieces
 
 
 def _messages(body: dict) -> list[dict]:
@@ -93,11 +98,9 @@ def _messages(body: dict) -> list[dict]:
         if isinstance(c, dict) and has_call_parts(c):
             messages += tool_turns(c, role, f"contents[{i}]")
             continue
-        images: list = []
-        messages.append({"role": "assistant" if role == "model" else "user",
-                         "content": _text_of(c, f"contents[{i}]", images)})
-        if images:
-            messages[-1]["images"] = images
+        user = role != "model"  # a user turn's images stay where they stand among its text
+        messages.append({"role": "user" if user else "assistant",
+                         **message_content(_pieces_of(c, f"contents[{i}]", True), in_place=user)})
     return messages
 
 

@@ -17,11 +17,11 @@ from ... import __version__
 from ...types import FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
-from ..images import ollama_images
+from ..images import ollama_images, raw_parts
 from ..reply import Ending, Piece, Reply, token_text
 from ...text.output_parse import CALL_END, CALL_START, Part
 from ..request import (FILL_CONTEXT, Call, chat_prompt, check_prompt_chars, completion_budget,
-                       make_sampling, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
+                       make_sampling, raw_prompt, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_seed,
                        opt_stop, opt_str, read_messages, require_object)
 from ..streaming import ndjson
 from ..structured import JsonFormat, grammar_of
@@ -138,7 +138,10 @@ def parse_generate(body, ctx) -> Optional[Call]:
         return None
     if raw:
         check_prompt_chars(ctx.backend, len(prompt), "prompt")
-        tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
+        if images:  # at the prompt's [img-N] tags, untagged ones first (as Ollama does)
+            tokens = raw_prompt(ctx.backend, raw_parts(prompt, images))
+        else:
+            tokens = list(ctx.backend.tokenize(prompt, add_special=True, parse_special=True))
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt, **({"images": images} if images else {})}]

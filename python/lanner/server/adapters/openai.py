@@ -16,7 +16,7 @@ from ... import __version__
 from ...types import FinishEvent, GenerateRequest, TokenEvent
 from .. import reply
 from ..errors import ApiError, bad_request
-from ..images import openai_image_part
+from ..images import message_content, openai_image_part
 from ..reply import Ending, Piece, Reply, token_text
 from ...text.output_parse import CALL_ARGS, CALL_START, Part
 from ..request import (Call, chat_prompt, output_format, check_prompt_chars, completion_budget, make_sampling, opt_bool, opt_dict,
@@ -99,18 +99,18 @@ def _call(body: dict, ctx, model: str, prompt: list[int], sampling, options: dic
                 options={"include_usage": include_usage, **options}, **fields)
 
 
-def _content_text(content, path: str, images: Optional[list] = None) -> str:
-    """A message's content as text: a string, or content parts [{type: text, text}]."""
+def _content_pieces(content, path: str, take_images: bool) -> list:
+    """A message's content in order: text strings and (take_images) ImageParts."""
     if content is None:
-        return ""
+        return []
     if isinstance(content, str):
-        return content
+        return [content]
     if not isinstance(content, list):
         raise bad_request(path, "must be a string or an array of content parts")
-    texts = []
+    pieces: list = []
     for i, part in enumerate(content):
         if isinstance(part, str):
-            texts.append(part)
+            pieces.append(part)
             continue
         if not isinstance(part, dict):
             raise bad_request(f"{path}[{i}]", "must be an object")
@@ -119,15 +119,15 @@ def _content_text(content, path: str, images: Optional[list] = None) -> str:
             t = part.get("text")
             if not isinstance(t, str):
                 raise bad_request(f"{path}[{i}].text", "must be a string")
-            texts.append(t)
-        elif kind in ("image_url", "input_image") and images is not None:  # server/images.py
-            images.append(openai_image_part(part, f"{path}[{i}]"))
+            pieces.append(t)
+        elif kind in ("image_url", "input_image") and take_images:  # server/images.py
+            pieces.append(openai_image_part(part, f"{path}[{i}]"))
         elif kind in ("image_url", "input_image", "image", "input_audio", "file"):
             raise bad_request(f"{path}[{i}]", f"content type {kind!r} is not supported: "
                               "this model takes text only")
         else:
             raise bad_request(f"{path}[{i}].type", f"unknown content part type {kind!r}")
-    return "".join(texts)
+    return pieces
 
 
 def _template_tool_call(call, path: str) -> dict:
@@ -145,10 +145,9 @@ def _template_tool_call(call, path: str) -> dict:
 
 
 def _message(m: dict, path: str) -> dict:
-    images: list = []
-    msg = {"content": _content_text(m.get("content"), f"{path}.content", images)}
-    if images:
-        msg["images"] = images
+    # a user message's images stay where they stand among its text (other roles: images first)
+    msg = message_content(_content_pieces(m.get("content"), f"{path}.content", True),
+                          in_place=m.get("role") == "user")
     calls = m.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):
