@@ -17,12 +17,29 @@ from gguf import quants
 
 import lanner._core as core
 
-TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_1"]
+TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q4_K"]
+
+
+def _q4k_rows(rng, N: int, K: int) -> bytes:
+    """Random Q4_K rows (gguf cannot quantize to it): random 6-bit scales/mins and nibbles,
+    finite positive d/dmin of varied size."""
+    blocks = np.zeros((N * K // 256, 144), np.uint8)
+    blocks[:, 4:] = rng.integers(0, 256, (len(blocks), 140), dtype=np.uint8)
+    dd = (rng.uniform(0.2, 2.0, (len(blocks), 2)) * 10.0 ** rng.integers(-3, 0, (len(blocks), 1))).astype(np.float16)
+    blocks[:, :4] = dd.view(np.uint8)
+    return blocks.tobytes()
 
 
 def _case(name: str, K: int, N: int, M: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     qt = getattr(Q, name)
+    if name == "Q4_K":
+        K = max(256, K // 256 * 256)
+        wq = _q4k_rows(rng, N, K)
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        x[:, :32] *= 40.0
+        wd = quants.dequantize(np.frombuffer(wq, np.uint8).reshape(N, -1), qt)
+        return int(qt), wq, x, wd
     w = rng.standard_normal((N, K)).astype(np.float32) * rng.uniform(0.1, 3.0, (N, 1)).astype(np.float32)
     x = rng.standard_normal((M, K)).astype(np.float32)
     x[:, :32] *= 40.0  # blocks of very different scales

@@ -22,7 +22,6 @@ namespace lanner {
 
 namespace {
 
-constexpr int k_qk = 32;  // elements per block, every type here
 
 // ggml's block layouts (ggml-common.h), fp16 fields as raw bits
 struct BlockQ8_0 { uint16_t d; int8_t qs[32]; };
@@ -30,8 +29,24 @@ struct BlockQ8_1 { uint16_t d, s; int8_t qs[32]; };  // s = d * sum(qs)
 struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };     // element e: e < 16 low nibble of qs[e], else high of qs[e-16]
 struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };  // x = d*q + m
 struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };  // q = nibble | bit e of qh << 4, minus 16
+// K-quants: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins
+struct BlockQ4K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };  // sub-block 2j: low nibbles of qs[32j..], 2j+1: high
+struct BlockQ8K { float d; int8_t qs[256]; int16_t bsums[16]; };             // bsums: sums of 16 qs
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(BlockQ4_0) == 18 &&
-              sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22, "ggml block layouts");
+              sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ4K) == 144 &&
+              sizeof(BlockQ8K) == 292, "ggml block layouts");
+
+// The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes).
+void q4k_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
+            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        }
+    }
+}
 
 inline float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t)h); }
 
@@ -39,10 +54,10 @@ inline float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t)h); }
 struct Job {
     const char* w;        // row r at w + r * w_stride
     size_t w_stride;
-    int nb;               // blocks per row (K / 32)
+    int nb;               // blocks per row (K / the weight type's block size)
     const char* a;        // quantized column c at a + c * a_stride
     size_t a_stride;
-    const float* ad;      // [M][nb] column block scales
+    const float* ad;      // [M][nb] column block scales (Q8_K: the super-block's d)
     const float* as;      // [M][nb] Q8_1 d*sum (Q4_1 only)
     float* y;             // Y[c][r] at y[c * y_stride + r]
     size_t y_stride;
@@ -92,6 +107,40 @@ void rows_scalar(const Job& j, int r, int c) {
             summs = std::fma(h2f(wb[ib].m), j.as[(size_t)c * j.nb + ib], summs);
     }
     j.y[c * j.y_stride + r] = hsum8_scalar(acc) + summs;
+}
+
+// Q4_K x Q8_K (ggml's AVX2 order): per super-block, 8 int32 lanes l = sum over the 8 sub-blocks
+// of scale * (4 products at 4l..4l+3 of its 32), fused into 8 float lanes by d = dy*dx; the
+// mins' term sum(min_k * q8 sums) in 4 int32 lanes fused by -dy*dmin into 4 float lanes.
+void rows_q4k_scalar(const Job& j, int r, int c) {
+    float acc[8] = {}, acc_m[4] = {};
+    const auto* wb = (const BlockQ4K*)(j.w + r * j.w_stride);
+    const auto* ab = (const BlockQ8K*)(j.a + c * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        uint8_t sc[8], mn[8];
+        q4k_scales(wb[ib].scales, sc, mn);
+        int32_t lanes[8] = {};
+        for (int s = 0; s < 8; ++s) {  // sub-block s: elements 32s.., nibbles of qs[32*(s/2)..]
+            const uint8_t* q = wb[ib].qs + 32 * (s / 2);
+            const int8_t* y = ab[ib].qs + 32 * s;
+            for (int l = 0; l < 8; ++l) {
+                int32_t t = 0;
+                for (int e = 4 * l; e < 4 * l + 4; ++e) t += (int32_t)((s & 1) ? q[e] >> 4 : q[e] & 15) * y[e];
+                lanes[l] += sc[s] * t;
+            }
+        }
+        int32_t pm[4];
+        for (int k = 0; k < 4; ++k) {
+            const int32_t s0 = ab[ib].bsums[4 * k] + ab[ib].bsums[4 * k + 1];
+            const int32_t s1 = ab[ib].bsums[4 * k + 2] + ab[ib].bsums[4 * k + 3];
+            pm[k] = mn[2 * k] * s0 + mn[2 * k + 1] * s1;
+        }
+        const float dy = ab[ib].d;
+        const float d = dy * h2f(wb[ib].d), dmin = -dy * h2f(wb[ib].dmin);
+        for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, (float)lanes[l], acc[l]);
+        for (int k = 0; k < 4; ++k) acc_m[k] = std::fma(dmin, (float)pm[k], acc_m[k]);
+    }
+    j.y[c * j.y_stride + r] = hsum8_scalar(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
 
 // ---- AVX2 build: R rows x C columns per pass ---------------------------------------------------
@@ -195,6 +244,60 @@ LANNER_AVX2 void cols_avx2(const Job& j, int r0, int c0, int n) {  // n in 1..4 
     }
 }
 
+// Q4_K: one row x C columns per pass (the 32-byte halves of a super-block unpacked once for C).
+template <int C>
+LANNER_AVX2 void tile_q4k_avx2(const Job& j, int r, int c0) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc[C];
+    __m128 acc_m[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps(), acc_m[c] = _mm_setzero_ps();
+    const auto* wb = (const BlockQ4K*)(j.w + r * j.w_stride);
+    const BlockQ8K* ab[C];
+    for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        uint8_t sc[8], mn[8];
+        q4k_scales(wb[ib].scales, sc, mn);
+        __m256i sumi[C];
+        for (int c = 0; c < C; ++c) sumi[c] = _mm256_setzero_si256();
+        for (int h = 0; h < 4; ++h) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i*)(wb[ib].qs + 32 * h));
+            const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            const __m256i s_lo = _mm256_set1_epi16(sc[2 * h]), s_hi = _mm256_set1_epi16(sc[2 * h + 1]);
+            for (int c = 0; c < C; ++c) {
+                const __m256i yl = _mm256_loadu_si256((const __m256i*)(ab[c][ib].qs + 64 * h));
+                const __m256i yh = _mm256_loadu_si256((const __m256i*)(ab[c][ib].qs + 64 * h + 32));
+                const __m256i pl = _mm256_madd_epi16(s_lo, _mm256_maddubs_epi16(lo, yl));
+                const __m256i ph = _mm256_madd_epi16(s_hi, _mm256_maddubs_epi16(hi, yh));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
+            }
+        }
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)mn));  // 8 x int16
+        const float dx = h2f_avx2(wb[ib].d), mx = h2f_avx2(wb[ib].dmin);
+        for (int c = 0; c < C; ++c) {
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)ab[c][ib].bsums);
+            const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i pm = _mm_madd_epi16(mins, q8s);
+            const float dy = ab[c][ib].d;
+            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-dy * mx), _mm_cvtepi32_ps(pm), acc_m[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dx), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for (int c = 0; c < C; ++c) {
+        __m128 m = _mm_add_ps(acc_m[c], _mm_movehl_ps(acc_m[c], acc_m[c]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        j.y[(c0 + c) * j.y_stride + r] = hsum8_avx2(acc[c]) + _mm_cvtss_f32(m);
+    }
+}
+
+LANNER_AVX2 void cols_q4k_avx2(const Job& j, int r, int c0, int n) {
+    switch (n) {
+        case 4: return tile_q4k_avx2<4>(j, r, c0);
+        case 3: return tile_q4k_avx2<3>(j, r, c0);
+        case 2: return tile_q4k_avx2<2>(j, r, c0);
+        default: return tile_q4k_avx2<1>(j, r, c0);
+    }
+}
+
 const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
 const bool k_avx2 = false;
@@ -224,8 +327,27 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     }
 }
 
+void run_rows_q4k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
+    constexpr int k_col_block = 64;
+    for (int cb = 0; cb < M; cb += k_col_block) {
+        const int ce = std::min(M, cb + k_col_block);
+        for (int r = r_begin; r < r_end; ++r)
+            for (int c = cb; c < ce; c += 4) {
+                const int nc = std::min(4, ce - c);
+#ifdef LANNER_X86
+                if (avx2) {
+                    cols_q4k_avx2(j, r, c, nc);
+                    continue;
+                }
+#endif
+                for (int cc = c; cc < c + nc; ++cc) rows_q4k_scalar(j, r, cc);
+            }
+    }
+}
+
 void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool avx2) {
     switch (type) {
+        case GGML_TYPE_Q4_K: return run_rows_q4k(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q8_0: return run_rows<BlockQ8_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q4_0: return run_rows<BlockQ4_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q5_0: return run_rows<BlockQ5_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
@@ -235,7 +357,8 @@ void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool 
 }
 
 bool type_supported(ggml_type t) {
-    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q4_1;
+    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q4_1 ||
+           t == GGML_TYPE_Q4_K;
 }
 
 // X's columns quantized by ggml's from_float for the weight type's dot type, with their block
@@ -250,7 +373,7 @@ struct QuantizedX {
         const ggml_type_traits_cpu* tw = ggml_get_type_traits_cpu(w_type);
         const ggml_type vt = tw->vec_dot_type;
         const ggml_from_float_t from_float = ggml_get_type_traits_cpu(vt)->from_float;
-        const int nb = (int)(K / k_qk);
+        const int nb = (int)(K / ggml_blck_size(vt));
         row_bytes = ggml_row_size(vt, K);
         q.resize(row_bytes * M);
         d.resize((size_t)nb * M);
@@ -259,7 +382,9 @@ struct QuantizedX {
             uint8_t* qc = q.data() + c * row_bytes;
             from_float((const float*)(x + c * x_stride), qc, K);
             for (int ib = 0; ib < nb; ++ib) {
-                if (vt == GGML_TYPE_Q8_1) {
+                if (vt == GGML_TYPE_Q8_K) {
+                    d[c * nb + ib] = ((const BlockQ8K*)qc + ib)->d;
+                } else if (vt == GGML_TYPE_Q8_1) {
                     const auto* b = (const BlockQ8_1*)qc + ib;
                     d[c * nb + ib] = h2f(b->d), s[c * nb + ib] = h2f(b->s);
                 } else {
@@ -280,7 +405,7 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     if (r_begin >= r_end) return;
     thread_local QuantizedX qx;
     qx.fill(w->type, (const char*)x->data, x->nb[1], K, M);
-    const Job j{(const char*)w->data, w->nb[1], (int)(K / k_qk), (const char*)qx.q.data(), qx.row_bytes,
+    const Job j{(const char*)w->data, w->nb[1], (int)(K / ggml_blck_size(w->type)), (const char*)qx.q.data(), qx.row_bytes,
                 qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
     run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, k_avx2);
 }
@@ -288,7 +413,7 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
 }  // namespace
 
 bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x) {
-    return k_avx2 && type_supported(w->type) && w->ne[0] % k_qk == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
+    return k_avx2 && type_supported(w->type) && w->ne[0] % ggml_blck_size(w->type) == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
            w->nb[0] == ggml_type_size(w->type) && w->nb[1] == ggml_row_size(w->type, w->ne[0]) &&
            w->buffer && ggml_backend_buffer_is_host(w->buffer) &&
            x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1 &&
@@ -303,10 +428,10 @@ ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
 
 bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
                     bool avx2) {
-    if (!type_supported(type) || K % k_qk != 0 || (avx2 && !k_avx2)) return false;
+    if (!type_supported(type) || K % ggml_blck_size(type) != 0 || (avx2 && !k_avx2)) return false;
     QuantizedX qx;
     qx.fill(type, (const char*)x, K * sizeof(float), K, M);
-    const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / k_qk), (const char*)qx.q.data(), qx.row_bytes,
+    const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / ggml_blck_size(type)), (const char*)qx.q.data(), qx.row_bytes,
                 qx.d.data(), qx.s.data(), y, (size_t)N};
     run_type(type, j, 0, (int)N, (int)M, avx2);
     return true;
