@@ -1,6 +1,8 @@
-"""Does a long-running engine grow? RSS over 1,000 requests on the default model.
+"""Does a long-running engine grow? RSS over 1,000 requests on the default model. And, with
+--server, what `lanner serve` holds against its weights + KV cache.
 
     python bench/bench_memory.py [--requests 1000] [--clients 4] [--threads 2]
+    python bench/bench_memory.py --server [--models smollm2,gemma3] [--clients 4] [--requests 3]
 
 Submits --requests short chat requests (distinct prompts, some sharing a prefix so the prefix
 cache keeps, reuses and evicts sequences; a few aborted mid-stream) from --clients threads,
@@ -15,6 +17,8 @@ import argparse
 import threading
 import time
 
+import proc_mem  # bench/proc_mem.py (this script's folder is on sys.path)
+
 
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
@@ -24,13 +28,72 @@ def rss_mib() -> float:
     return 0.0
 
 
+def weights_and_kv_mib(path: str, n_ctx: int) -> tuple[float, float]:
+    """The model's weight bytes and its f16 KV cache over n_ctx cells, MiB."""
+    from lanner import _core
+
+    m = _core.Model(path)
+    meta, arch = m.metadata, m.arch
+    head = m.n_embd // m.n_head
+    k = int(meta.get(f"{arch}.attention.key_length", head))
+    v = int(meta.get(f"{arch}.attention.value_length", head))
+    kv = m.n_layer * n_ctx * m.n_head_kv * (k + v) * 2
+    return m.size_bytes / 2**20, kv / 2**20
+
+
+def print_server_memory(label: str, pid: int, model: str, base: float) -> None:
+    rows = proc_mem.tree(pid)
+    for k, r in enumerate(rows):
+        print(f"  {label:6s} {'arbiter' if k == 0 else 'worker':8s} pid {r['pid']:7d}  RSS {r['rss']:6.1f}  PSS {r['pss']:6.1f}  "
+              f"USS {r['uss']:6.1f}  anon {r['anon']:6.1f}")
+    worker = rows[-1]["pid"]
+    kinds = proc_mem.split(worker, model)
+    print(f"  {label:6s} worker PSS by kind: " + ", ".join(f"{k} {v['pss']:.1f}" for k, v in sorted(kinds.items())))
+    pss, rss = sum(r["pss"] for r in rows), sum(r["rss"] for r in rows)
+    print(f"  {label:6s} tree PSS {pss:.1f} MiB = {pss / base:.2f}x weights + KV ({base:.1f}); "
+          f"RSS sum {rss:.1f} = {rss / base:.2f}x", flush=True)
+
+
+def server_main(args) -> None:
+    from types import SimpleNamespace
+
+    from bench_server import Server, workload
+    from lanner.default_model import gemma3_path, smollm2_path
+
+    paths = {"smollm2": smollm2_path, "gemma3": gemma3_path}
+    for name in args.models.split(","):
+        path = str(paths[name]())
+        w, kv = weights_and_kv_mib(path, args.ctx_size)
+        print(f"{name}: weights {w:.1f} MiB + KV {kv:.1f} MiB ({args.ctx_size} cells) = {w + kv:.1f} MiB")
+        srv = Server("lanner", path, args.clients, SimpleNamespace(threads=args.threads, ctx_size=args.ctx_size))
+        try:
+            time.sleep(2)  # the worker settles after /health turns 200
+            print_server_memory("idle", srv.proc.pid, path, w + kv)
+            r = workload(srv.url, args.clients, args.requests, args.max_tokens, "mem")
+            print(f"  ran {args.clients} clients x {args.requests} requests: {r['tps']:.1f} tok/s, "
+                  f"{r['errors']} errors")
+            print_server_memory("after", srv.proc.pid, path, w + kv)
+        finally:
+            srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=None, help="default 1000 (3 per client with --server)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=None, help="default 4 (64 with --server)")
+    ap.add_argument("--server", action="store_true", help="measure `lanner serve` instead")
+    ap.add_argument("--models", default="smollm2,gemma3", help="with --server")
+    ap.add_argument("--ctx-size", type=int, default=4096, help="with --server")
     args = ap.parse_args()
+    if args.server:
+        args.max_tokens = args.max_tokens or 64
+        args.requests = args.requests or 3
+        server_main(args)
+        return
+    args.max_tokens = args.max_tokens or 4
+    args.requests = args.requests or 1000
 
     import lanner
 

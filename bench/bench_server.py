@@ -11,7 +11,8 @@ with one request, then measured in alternating runs (the order flips run by run)
 max_tokens, a distinct prompt per request so no prefix cache helps beyond the template header).
 Per run: completion tok/s over the wall time, TTFT p50/p99 (request sent -> first content
 chunk), inter-token p50 (gaps between content chunks). Prints medians of the runs, ratios and
-each server's RSS (process tree) at the end. llama-server comes from bench/build_peers.sh.
+each server's memory at the end: PSS of its process tree (lanner: gunicorn arbiter + worker;
+shared pages counted once: the figure to compare) and the RSS sum (counts them twice). llama-server comes from bench/build_peers.sh.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import requests
 
+import proc_mem  # bench/proc_mem.py (this script's folder is on sys.path)
+
 PEER_BIN = Path.home() / ".cache/lanner-peers/llama.cpp/bin/llama-server"
 TOPICS = ["a robot learning to paint", "why the sky is blue", "uses for a paperclip",
           "the water cycle", "how bread rises", "the rules of chess", "a trip to the moon",
@@ -40,21 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of `pid` and its descendants (MiB)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
-        except (OSError, StopIteration):
-            pass
-    return total / 1024
 
 
 class Server:
@@ -91,8 +79,9 @@ class Server:
         self.stop()
         raise SystemExit(f"{kind} did not become healthy in 300 s")
 
-    def rss_mib(self) -> float:
-        return tree_rss_mib(self.proc.pid)
+    def memory(self) -> dict:
+        """PSS / RSS / USS of the server's process tree (MiB): PSS counts shared pages once."""
+        return proc_mem.tree_totals(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -200,7 +189,7 @@ def bench_model(name: str, path: str, args) -> None:
                           f"{r['ttft_p50'] * 1e3:6.0f} p99 {r['ttft_p99'] * 1e3:6.0f} ms  ITL p50 "
                           f"{r['itl_p50'] * 1e3:5.1f} ms  err {r['errors']} {r['error_samples']}"
                           f"  load {load_avg()}", flush=True)
-            rss = {k: s.rss_mib() for k, s in servers.items()}
+            mem = {k: s.memory() for k, s in servers.items()}
         finally:
             for s in servers.values():
                 s.stop()
@@ -210,7 +199,8 @@ def bench_model(name: str, path: str, args) -> None:
               f"{lan['ttft_p50'] * 1e3:.0f} / {peer['ttft_p50'] * 1e3:.0f} ({lan['ttft_p50'] / peer['ttft_p50']:.2f}) | "
               f"{lan['ttft_p99'] * 1e3:.0f} / {peer['ttft_p99'] * 1e3:.0f} | "
               f"{lan['itl_p50'] * 1e3:.1f} / {peer['itl_p50'] * 1e3:.1f} | "
-              f"{rss['lanner']:.0f} / {rss['llama-server']:.0f} | {load_avg()} |", flush=True)
+              f"{mem['lanner']['pss']:.0f} / {mem['llama-server']['pss']:.0f} | "
+              f"{mem['lanner']['rss']:.0f} / {mem['llama-server']['rss']:.0f} | {load_avg()} |", flush=True)
 
 
 def main() -> None:
@@ -237,8 +227,8 @@ def main() -> None:
           f"{args.max_tokens}, threads {args.threads}, ctx {args.ctx_size}, runs {args.runs}, "
           f"{time.strftime('%Y-%m-%d %H:%M')} load {load_avg()}")
     print("| model | clients | tok/s lanner / llama-server (ratio) | TTFT p50 ms (ratio) | TTFT p99 ms "
-          "| inter-token p50 ms | RSS MiB | load after |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| inter-token p50 ms | PSS MiB | RSS MiB (sum) | load after |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models.split(","):
         bench_model(name, str(paths[name]()), args)
 
