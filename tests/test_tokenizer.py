@@ -197,6 +197,49 @@ def test_token_bytes_and_text():
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_every_token_id_text_and_bytes_as_in_the_file(name):
+    """The packed tables and the backend's text -> id lookup (no Python dict of the vocabulary)
+    give back exactly the file's vocabulary, for every id."""
+    meta = metadata(name)
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    tok = lanner_tokenizer(name)
+    assert tok.n_vocab == len(tokens)
+    first: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        first.setdefault(t, i)
+    assert [i for i, t in enumerate(tokens) if tok.token_text(i) != t] == []
+    assert [i for i, t in enumerate(tokens) if tok.token_id(t) != first[t]] == []
+    assert tok.token_id("not a token \u2603\u2603") is None
+    assert tok.max_token_bytes == max(len(tok.token_bytes(i)) for i in range(tok.n_vocab))
+
+
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+def test_a_text_listed_twice_maps_to_its_first_id(model):
+    """GGUF vocabularies may list a string twice (llama.cpp keeps the first id for it)."""
+    if model == "llama":
+        meta = _tiny_spm_meta(add_space_prefix=True)
+    else:
+        letters = ["a", "b", "c", "ab", "Ġ", "Ġa"]
+        meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2",
+                "tokenizer.ggml.tokens": ["<|end|>"] + letters,
+                "tokenizer.ggml.token_type": np.array([TokenType.CONTROL] + [TokenType.NORMAL] * 6, dtype=np.int32),
+                "tokenizer.ggml.merges": ["a b", "Ġ a"], "tokenizer.ggml.eos_token_id": 0}
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    types = meta["tokenizer.ggml.token_type"]
+    n, normal, control = len(tokens), len(tokens) - 2, 1 if model == "llama" else 0
+    assert types[normal] == TokenType.NORMAL and types[control] == TokenType.CONTROL
+    meta["tokenizer.ggml.tokens"] = tokens + [tokens[normal], tokens[control]]
+    meta["tokenizer.ggml.token_type"] = np.append(types, [types[normal], types[control]]).astype(np.int32)
+    if "tokenizer.ggml.scores" in meta:
+        meta["tokenizer.ggml.scores"] = np.append(meta["tokenizer.ggml.scores"], [-50.0, 0.0]).astype(np.float32)
+    tok = Tokenizer.from_metadata(meta)
+    assert tok.n_vocab == n + 2
+    assert tok.token_text(n) == tokens[normal] and tok.token_id(tokens[normal]) == normal
+    assert tok.token_text(n + 1) == tokens[control] and tok.token_id(tokens[control]) == control
+    assert tok.token_to_id(tokens[control]) == control
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
 def test_roundtrip(name):
     tok = lanner_tokenizer(name)
     for text in CORPUS:

@@ -15,6 +15,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from .byte_table import ByteTable
 from .chat_fence import special_pattern
 from .token_type import PARSED_AS_SPECIAL, SPECIAL_TYPES, TokenType, token_types
 from .tokenizer_bpe import bpe_token_bytes, build_bpe_backend
@@ -46,25 +47,25 @@ class Tokenizer:
                  token_bytes: list[bytes], bos_id: Optional[int], eos_id: Optional[int],
                  add_bos: bool, add_eos: bool, add_space_prefix: bool, eog_ids: frozenset[int]):
         self.model = model                      # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
-        self._tokens = tokens                   # (n_vocab,) vocabulary strings as stored
+        # (n_vocab,) vocabulary strings as stored, UTF-8, packed (a list of str: ~20 MiB for 262k)
+        self._texts = ByteTable(t.encode("utf-8", "surrogatepass") for t in tokens)
         self._types = types                     # (n_vocab,) int32 TokenType codes
         self._backend = backend                 # tokenizers.Tokenizer, no post-processor
-        self._bytes = token_bytes               # (n_vocab,) raw bytes each token contributes
+        self._bytes = ByteTable(token_bytes)    # (n_vocab,) raw bytes each token contributes
         self._special = np.isin(types, SPECIAL_TYPES)  # (n_vocab,) bool
-        self._ids: Optional[dict[str, int]] = None     # vocabulary string -> id, built on first use
         self._special_pattern = _UNSET                 # see special_pattern
         self._lock = threading.Lock()           # guards the backend's encode_special_tokens flag
         fast = getattr(backend, "encode_batch_fast", None)  # tokenizers >= 0.21: no offsets
         self._encode_raw = ((lambda t: fast([t], add_special_tokens=False)[0].ids) if fast else
                             (lambda t: backend.encode(t, add_special_tokens=False).ids))
         self.n_vocab = len(tokens)
-        self.max_token_bytes = max((len(b) for b in token_bytes), default=1)  # a token's most bytes
+        self.max_token_bytes = max(self._bytes.max_len, 1)  # a token's most bytes
         self.bos_id, self.eos_id = bos_id, eos_id
         self.add_bos, self.add_eos = add_bos, add_eos
         self.add_space_prefix = add_space_prefix
         self.eog_ids = eog_ids
         self.bos_text = tokens[bos_id] if bos_id is not None else None
-        self.eos_text = tokens[eos_id] if eos_id is not None else None
+        self.eos_text = tokens[eos_id] if eos_id is not None else None  # `tokens` is not kept
 
     # ---- load --------------------------------------------------------------------------------
 
@@ -135,12 +136,7 @@ class Tokenizer:
 
     def token_to_id(self, text: str) -> "Optional[int]":
         """The id of the token spelled exactly `text` (the first such), or None."""
-        ids = getattr(self, "_ids_by_text", None)
-        if ids is None:
-            ids = self._ids_by_text = {}
-            for i, t in enumerate(self._tokens):
-                ids.setdefault(t, i)
-        return ids.get(text)
+        return self.token_id(text)
 
     def add_specials(self, ids: list[int]) -> list[int]:
         """ids with BOS prepended (unless already first) and EOS appended, as the model's
@@ -157,7 +153,7 @@ class Tokenizer:
         (built once)."""
         if self._special_pattern is _UNSET:
             parsed = np.flatnonzero(np.isin(self._types, PARSED_AS_SPECIAL))
-            self._special_pattern = special_pattern([self._tokens[i] for i in parsed])
+            self._special_pattern = special_pattern([self.token_text(i) for i in parsed.tolist()])
         return self._special_pattern
 
     # ---- decode ------------------------------------------------------------------------------
@@ -174,7 +170,7 @@ class Tokenizer:
         space is removed. Streaming output uses Detokenizer, which never strips it.
         """
         tb, special = self._bytes, self._special
-        parts = []
+        parts = []  # ByteTable slices
         for i in ids:
             self._check(i)
             if skip_special and special[i]:
@@ -191,7 +187,7 @@ class Tokenizer:
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary string as stored in the file (e.g. '▁the', 'Ġthe', '<0x0A>')."""
-        return self._tokens[self._check(token_id)]
+        return self._texts[self._check(token_id)].decode("utf-8", "surrogatepass")
 
     def token_type(self, token_id: int) -> TokenType:
         return TokenType(int(self._types[self._check(token_id)]))
@@ -204,13 +200,12 @@ class Tokenizer:
         return token_id in self.eog_ids
 
     def token_id(self, text: str) -> Optional[int]:
-        """The id of the vocabulary entry spelled exactly `text` (as stored), or None."""
-        if self._ids is None:
-            ids: dict[str, int] = {}
-            for i, t in enumerate(self._tokens):
-                ids.setdefault(t, i)  # a string listed twice: the first id
-            self._ids = ids
-        return self._ids.get(text)
+        """The id of the vocabulary entry spelled exactly `text` (as stored), or None.
+
+        The backend's vocabulary is built text -> first id (tokenizer_spm/_bpe), and its added
+        tokens reuse those ids, so it answers without a Python dict of the whole vocabulary."""
+        i = self._backend.token_to_id(text)
+        return i if i is not None and i < self.n_vocab else None
 
     def special_ids(self) -> Sequence[int]:
         return np.flatnonzero(self._special).tolist()
