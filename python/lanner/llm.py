@@ -24,6 +24,7 @@ from .text.chat_template import ChatTemplate
 from .default_model import default_model_path
 from .engine import Engine
 from .engine.thread_tuner import tuner_for
+from .heap import release_free_heap
 from .text.tokenizer import Tokenizer
 from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, PromptIds, SamplingParams,
                     Timings, Usage)
@@ -32,6 +33,11 @@ from .types import (FinishEvent, FinishReason, GenerateRequest, Grammar, PromptI
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
                11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
                17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+# GGUF keys LLM.gguf_metadata leaves out: the tokenizer holds them (compactly)
+_TOKENIZER_TABLES = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                               "tokenizer.ggml.token_type", "tokenizer.ggml.merges"})
 
 
 @dataclass
@@ -112,9 +118,13 @@ class LLM:
         self.model = _core.Model(self.model_path, repack=repack, device=device_for(backend, devices))
         self.backend_name = next((backend_of(d) for d in devices if d["name"] == self.model.device),
                                  self.model.device.lower())
-        self.gguf_metadata: dict[str, Any] = self.model.metadata
-        self.tokenizer = Tokenizer.from_metadata(self.gguf_metadata)
-        self.chat_template = ChatTemplate.from_metadata(self.gguf_metadata, self.tokenizer)
+        meta = self.model.metadata
+        self.tokenizer = Tokenizer.from_metadata(meta)
+        self.chat_template = ChatTemplate.from_metadata(meta, self.tokenizer)
+        # the file's keys without the vocabulary tables (262k Python strings for Gemma 3: ~25
+        # MiB); self.tokenizer answers for tokens, their types and texts
+        self.gguf_metadata: dict[str, Any] = {k: v for k, v in meta.items() if k not in _TOKENIZER_TABLES}
+        del meta
         self.n_ctx = max(16, min(int(n_ctx), self.model.n_ctx_train))
         self.n_threads = int(n_threads or _default_threads())
         ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_batch=n_batch,
@@ -131,6 +141,7 @@ class LLM:
         self.model_name = Path(self.model_path).stem
         self.load_duration_ns = time.perf_counter_ns() - t0
         self.metadata = self._describe(ctx)
+        release_free_heap()  # what loading freed (the tokenizer's build tables) goes back to the OS
 
     def _load_vision(self, mmproj, image_limits):
         if mmproj is None:

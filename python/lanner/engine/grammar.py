@@ -29,11 +29,13 @@ JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separat
 
 
 class _Vocab:
-    """Our tokenizer as llguidance.TokenizerWrapper reads it: token bytes, special ids, encode."""
+    """Our tokenizer as llguidance.TokenizerWrapper reads it: token bytes, special ids, encode.
+    `tokens` (a list of every token's bytes) is only read while llguidance builds its own copy;
+    GrammarCompiler then empties it (~14 MiB for a 262k vocabulary)."""
 
     def __init__(self, tokenizer: Any, eog: list[int]):
         self._tok = tokenizer
-        self.tokens = [tokenizer.token_bytes(i) for i in range(tokenizer.n_vocab)]
+        self.tokens: Any = [tokenizer.token_bytes(i) for i in range(tokenizer.n_vocab)]
         self.special_token_ids = sorted(set(tokenizer.special_ids()) | set(eog))
         self.eos_token_id = eog[0] if eog else tokenizer.eos_id
         self.bos_token_id = tokenizer.bos_id
@@ -43,9 +45,9 @@ class _Vocab:
             text = text.decode("utf-8", errors="replace")
         ids = self._tok.encode(text, add_special=False, parse_special=False)
         if ids and getattr(self._tok, "add_space_prefix", False):
-            first = self.tokens[ids[0]]  # SentencePiece's dummy prefix is no part of the text
-            if first.startswith(b" ") and b"".join(self.tokens[i] for i in ids) == \
-                    b" " + text.encode("utf-8"):
+            tb = self._tok.token_bytes
+            first = tb(ids[0])  # SentencePiece's dummy prefix is no part of the text
+            if first.startswith(b" ") and b"".join(tb(i) for i in ids) == b" " + text.encode("utf-8"):
                 ids = self._spell(first[1:]) + ids[1:]
         return ids
 
@@ -56,7 +58,8 @@ class _Vocab:
         if not hasattr(self, "_by_bytes"):
             special = set(self.special_token_ids)
             self._by_bytes: dict[bytes, int] = {}
-            for i, b in enumerate(self.tokens):
+            for i in range(self._tok.n_vocab):
+                b = self._tok.token_bytes(i)
                 if i not in special and b:
                     self._by_bytes.setdefault(b, i)
         if data in self._by_bytes:
@@ -91,8 +94,14 @@ class GrammarCompiler:
                 import llguidance
 
                 eog = sorted(getattr(self._tok, "eog_ids", ()))
-                self._ll = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Vocab(self._tok, eog)),
-                                                  n_vocab=self.n_vocab, eos_token=eog or None)
+                vocab = _Vocab(self._tok, eog)
+                wrapper = llguidance.TokenizerWrapper(vocab)
+                # slices=[]: no precomputed token subsets for the lexer (they cost 65 of 98 MiB
+                # for Gemma 3's 262k vocabulary; masks measured as fast without: bench/README.md)
+                self._ll = llguidance.LLTokenizer(wrapper, n_vocab=self.n_vocab, eos_token=eog or None,
+                                                  slices=[])
+                vocab.tokens = wrapper.tokens = ()  # llguidance copied them; it keeps `wrapper`
+                                                    # only to call it (encode)
             return self._ll
 
     def closing(self) -> ClosingSearch:
