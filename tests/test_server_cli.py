@@ -54,3 +54,34 @@ def test_subparser_and_gunicorn_config(tmp_path, monkeypatch):
 def test_serve_main_missing_model(tmp_path, capsys):
     assert main.serve_main(["--model", str(tmp_path / "none.gguf")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+ARBITER_PROBE = r"""
+import sys
+from lanner.server.main import LannerServer, check_backend
+from lanner.server.settings import Settings, load_api_keys
+
+settings = Settings.from_env({}, model=sys.argv[1])
+load_api_keys(settings)           # what run_serve does before gunicorn starts
+check_backend(settings)
+server = LannerServer(settings)   # gunicorn's config, as the arbiter builds it
+server.cfg.worker_class           # the arbiter imports the worker class before forking it
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_the_arbiter_imports_no_app_or_model_code(tmp_path):
+    """The gunicorn arbiter never serves: whatever it imports stays resident in it for the
+    server's life (copy-on-write sharing with the worker fades as Python touches objects), so it
+    must not import numpy, falcon, the engine, the tokenizer libraries or the native core."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    out = subprocess.run([sys.executable, "-c", ARBITER_PROBE, str(model)], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.split()
+    assert "lanner.server.worker" in out and "gunicorn.arbiter" in out  # the probe did its job
+    heavy = ("numpy", "falcon", "jinja2", "PIL", "llguidance", "tokenizers", "lanner._core",
+             "lanner.engine", "lanner.text", "lanner.server.app", "lanner.server.dialect")
+    assert [m for m in out if m in heavy] == []

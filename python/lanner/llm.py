@@ -352,6 +352,7 @@ class LLM:
         """Build the grammar compiler's view of the vocabulary now (the server does this while
         loading, so the first structured request is not the one that waits for it)."""
         self.engine.grammar.warm()
+        release_free_heap()  # the build's temporary token lists
 
     def close(self) -> None:
         self.engine.close()

@@ -17,8 +17,7 @@ from typing import Optional
 
 from gunicorn.app.base import BaseApplication
 
-from .security import load_api_keys
-from .settings import ENV_VARS, Settings
+from .settings import ENV_VARS, Settings, load_api_keys
 
 log = logging.getLogger("lanner.server")
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
 from .errors import ApiError
-from .settings import Settings
+from .settings import Settings, load_api_keys
 
 PUBLIC_PATHS = ("/health",)            # answered without a key
 PUBLIC_PREFIXES = ("/ui/",)            # the web page's static files
@@ -44,20 +43,6 @@ def is_loopback_name(host: str) -> bool:
 def host_name(header: str) -> str:
     """The name of a Host header: 'a.b:8080' -> 'a.b', '[::1]:80' -> '::1'."""
     return (urlsplit("//" + header).hostname or "").lower()
-
-
-def load_api_keys(settings: Settings) -> frozenset[str]:
-    """--api-key plus the non-empty, non-comment lines of --api-key-file."""
-    keys = set()
-    if settings.api_key:
-        keys.add(settings.api_key)
-    if settings.api_key_file:
-        try:
-            lines = Path(settings.api_key_file).read_text().splitlines()
-        except OSError as e:
-            raise ValueError(f"cannot read the API key file {settings.api_key_file!r}: {e}") from None
-        keys |= {ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")}
-    return frozenset(keys)
 
 
 class Guard:

@@ -206,3 +206,17 @@ class Settings:
             return self.http_threads
         return min(256, self.parallel + self.max_queue + 8)
 
+
+def load_api_keys(settings: Settings) -> frozenset[str]:
+    """--api-key plus the non-empty, non-comment lines of --api-key-file (here, not in
+    security.py, so `lanner serve` checks the file before forking without importing falcon)."""
+    keys = set()
+    if settings.api_key:
+        keys.add(settings.api_key)
+    if settings.api_key_file:
+        try:
+            lines = Path(settings.api_key_file).read_text().splitlines()
+        except OSError as e:
+            raise ValueError(f"cannot read the API key file {settings.api_key_file!r}: {e}") from None
+        keys |= {ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")}
+    return frozenset(keys)

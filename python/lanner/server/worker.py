@@ -21,8 +21,6 @@ from gunicorn import util
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
-from .dialect import error_body
-from .errors import ApiError
 
 _DEFER = getattr(gthread, "_DEFER", None)  # gunicorn >= 27: "park this connection in the poller"
 
@@ -73,6 +71,9 @@ _request_path = threading.local()  # the path of the request whose error is bein
 def _write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's own error replies (414 URI too long, 431 headers too large, a malformed
     request line...) in the dialect of the request's path, as JSON instead of HTML."""
+    from .dialect import error_body  # imported here: the arbiter, which loads this module,
+    from .errors import ApiError     # must not import the app's modules (numpy, falcon...)
+
     body = error_body(getattr(_request_path, "path", "") or "", ApiError(status_int, mesg or reason))
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
