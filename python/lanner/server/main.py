@@ -109,9 +109,11 @@ class LannerServer(BaseApplication):
             if key in self.cfg.settings:  # skip settings this gunicorn version lacks
                 self.cfg.set(key, value)
 
-    def load(self):
+    def load(self):  # in the worker, after fork
+        from ..heap import server_heap_options
         from .app import create_app
 
+        server_heap_options()  # before the model loads and the HTTP threads start
         return create_app(settings=self.settings)
 
     def _when_ready(self, server) -> None:
