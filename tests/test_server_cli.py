@@ -4,6 +4,7 @@ configuration it builds (one gthread worker, no preload), and the subparser hook
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -34,9 +35,12 @@ def test_subparser_and_gunicorn_config(tmp_path, monkeypatch):
         seen["cfg"] = {k: self.cfg.settings[k].get() for k in
                        ("bind", "workers", "worker_class", "threads", "preload_app")}
         seen["worker_class"] = self.cfg.worker_class_str
+        seen["openblas"] = os.environ.get("OPENBLAS_NUM_THREADS")  # what the forked worker inherits
 
     monkeypatch.setattr(main.LannerServer, "run", fake_run)
     monkeypatch.delenv("LANNER_MODEL", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "")  # records the original, restored after the test
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     p = argparse.ArgumentParser(prog="lanner")
     sub = p.add_subparsers()
     main.add_serve_parser(sub)
@@ -49,6 +53,9 @@ def test_subparser_and_gunicorn_config(tmp_path, monkeypatch):
         (str(model), "m", 3, 2, 512, 64, 6)
     assert seen["cfg"] == {"bind": ["0.0.0.0:8123"], "workers": 1, "worker_class": "lanner.server.worker.LannerWorker",
                            "threads": 16, "preload_app": False}
+    assert seen["openblas"] == "1"  # no BLAS thread pool in the worker unless the user asks
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert args.func(args) == 0 and seen["openblas"] == "3"
 
 
 def test_serve_main_missing_model(tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -159,6 +160,9 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"lanner serve: {e}", file=sys.stderr)
         return 2
     _configure_logging(getattr(args, "log_level", "info"))
+    # lanner does no BLAS work: numpy's OpenBLAS need not start a thread pool in the worker
+    # (which imports numpy after fork, so it reads this); a value already set is kept
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     LannerServer(settings, getattr(args, "log_level", "info")).run()
     return 0
 
