@@ -57,7 +57,7 @@ def print_server_memory(label: str, pid: int, model: str, base: float) -> None:
 def server_main(args) -> None:
     from types import SimpleNamespace
 
-    from bench_server import Server, workload
+    from bench_server import Server, load_avg, workload
     from lanner.default_model import gemma3_path, smollm2_path
 
     paths = {"smollm2": smollm2_path, "gemma3": gemma3_path}
@@ -71,7 +71,7 @@ def server_main(args) -> None:
             print_server_memory("idle", srv.proc.pid, path, w + kv)
             r = workload(srv.url, args.clients, args.requests, args.max_tokens, "mem")
             print(f"  ran {args.clients} clients x {args.requests} requests: {r['tps']:.1f} tok/s, "
-                  f"{r['errors']} errors")
+                  f"{r['errors']} errors, load {load_avg()}")
             print_server_memory("after", srv.proc.pid, path, w + kv)
         finally:
             srv.stop()
