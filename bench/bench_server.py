@@ -12,7 +12,8 @@ max_tokens, a distinct prompt per request so no prefix cache helps beyond the te
 Per run: completion tok/s over the wall time, TTFT p50/p99 (request sent -> first content
 chunk), inter-token p50 (gaps between content chunks). Prints medians of the runs, ratios and
 each server's memory at the end: PSS of its process tree (lanner: gunicorn arbiter + worker;
-shared pages counted once: the figure to compare) and the RSS sum (counts them twice). llama-server comes from bench/build_peers.sh.
+shared pages counted once: the figure to compare) and the RSS sum (counts them twice).
+llama-server comes from bench/build_peers.sh.
 """
 
 from __future__ import annotations
