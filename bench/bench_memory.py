@@ -65,7 +65,8 @@ def server_main(args) -> None:
         path = str(paths[name]())
         w, kv = weights_and_kv_mib(path, args.ctx_size)
         print(f"{name}: weights {w:.1f} MiB + KV {kv:.1f} MiB ({args.ctx_size} cells) = {w + kv:.1f} MiB")
-        srv = Server("lanner", path, args.clients, SimpleNamespace(threads=args.threads, ctx_size=args.ctx_size))
+        srv = Server("lanner", path, args.clients, SimpleNamespace(threads=args.threads, ctx_size=args.ctx_size,
+                                                                 lanner_adaptive_threads=False))
         try:
             time.sleep(2)  # the worker settles after /health turns 200
             print_server_memory("idle", srv.proc.pid, path, w + kv)
