@@ -17,25 +17,28 @@ from gguf import quants
 
 import lanner._core as core
 
-TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q4_K"]
+TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q4_K", "Q6_K"]
 
 
-def _q4k_rows(rng, N: int, K: int) -> bytes:
-    """Random Q4_K rows (gguf cannot quantize to it): random 6-bit scales/mins and nibbles,
-    finite positive d/dmin of varied size."""
-    blocks = np.zeros((N * K // 256, 144), np.uint8)
-    blocks[:, 4:] = rng.integers(0, 256, (len(blocks), 140), dtype=np.uint8)
-    dd = (rng.uniform(0.2, 2.0, (len(blocks), 2)) * 10.0 ** rng.integers(-3, 0, (len(blocks), 1))).astype(np.float16)
-    blocks[:, :4] = dd.view(np.uint8)
+def _k_rows(rng, name: str, N: int, K: int) -> bytes:
+    """Random K-quant rows (gguf cannot quantize to them): random quants, scales and mins,
+    finite positive fp16 super-block scales of varied size (Q4_K: d, dmin first; Q6_K: d last)."""
+    size, n_half = {"Q4_K": (144, 2), "Q6_K": (210, 1)}[name]
+    blocks = rng.integers(0, 256, (N * K // 256, size), dtype=np.uint8)
+    dd = (rng.uniform(0.2, 2.0, (len(blocks), n_half)) * 10.0 ** rng.integers(-3, 0, (len(blocks), 1))).astype(np.float16)
+    if name == "Q4_K":
+        blocks[:, :4] = dd.view(np.uint8)
+    else:
+        blocks[:, -2:] = dd.view(np.uint8)
     return blocks.tobytes()
 
 
 def _case(name: str, K: int, N: int, M: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     qt = getattr(Q, name)
-    if name == "Q4_K":
+    if name in ("Q4_K", "Q6_K"):
         K = max(256, K // 256 * 256)
-        wq = _q4k_rows(rng, N, K)
+        wq = _k_rows(rng, name, N, K)
         x = rng.standard_normal((M, K)).astype(np.float32)
         x[:, :32] *= 40.0
         wd = quants.dequantize(np.frombuffer(wq, np.uint8).reshape(N, -1), qt)
@@ -69,7 +72,8 @@ def test_it_is_the_product_of_the_dequantized_weights(name):
     got = core.mul_mat_q_check(qt, w, x, "op", 2).astype(np.float64)
     want = x.astype(np.float64) @ wd.astype(np.float64).T  # activations quantized to 8 bits: ~1% error
     rel = np.abs(got - want).max() / np.abs(want).max()
-    assert rel < 0.02, rel
+    # K-quants quantize activations per 256 (one scale for the 40x block and its quiet neighbours)
+    assert rel < (0.05 if name.endswith("_K") else 0.02), rel
 
 
 @pytest.mark.parametrize("name", TYPES)

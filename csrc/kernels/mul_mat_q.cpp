@@ -32,9 +32,13 @@ struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };  // q = nibble 
 // K-quants: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins
 struct BlockQ4K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };  // sub-block 2j: low nibbles of qs[32j..], 2j+1: high
 struct BlockQ8K { float d; int8_t qs[256]; int16_t bsums[16]; };             // bsums: sums of 16 qs
+// Q6_K: element 128h + 32t + e (h < 2, t < 4, e < 32): low 4 bits in ql[64h + 32(t&1) + e] (low
+// nibble for t < 2, high for t >= 2), high 2 bits at bit 2t of qh[32h + e]; value - 32; 16
+// sub-blocks of 16 with int8 scales.
+struct BlockQ6K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(BlockQ4_0) == 18 &&
               sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ4K) == 144 &&
-              sizeof(BlockQ8K) == 292, "ggml block layouts");
+              sizeof(BlockQ8K) == 292 && sizeof(BlockQ6K) == 210, "ggml block layouts");
 
 // The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes).
 void q4k_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
@@ -141,6 +145,38 @@ void rows_q4k_scalar(const Job& j, int r, int c) {
         for (int k = 0; k < 4; ++k) acc_m[k] = std::fma(dmin, (float)pm[k], acc_m[k]);
     }
     j.y[c * j.y_stride + r] = hsum8_scalar(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+}
+
+// Q6_K x Q8_K (ggml's AVX2 order): 8 int32 lanes l = sum over the 8 chunks of 32 of
+// scale(sub-block) * (4 products at 4l..4l+3, values 0..63), minus 32 * (bsums . scales) of
+// sub-blocks 2l, 2l+1; fused into 8 float lanes by d = dy*dx.
+void rows_q6k_scalar(const Job& j, int r, int c) {
+    float acc[8] = {};
+    const auto* wb = (const BlockQ6K*)(j.w + r * j.w_stride);
+    const auto* ab = (const BlockQ8K*)(j.a + c * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        const BlockQ6K& b = wb[ib];
+        int32_t lanes[8] = {};
+        for (int h = 0; h < 2; ++h)
+            for (int t = 0; t < 4; ++t) {
+                const uint8_t* ql = b.ql + 64 * h + 32 * (t & 1);
+                const uint8_t* qh = b.qh + 32 * h;
+                const int8_t* y = ab[ib].qs + 128 * h + 32 * t;
+                for (int l = 0; l < 8; ++l) {
+                    int32_t s = 0;
+                    for (int e = 4 * l; e < 4 * l + 4; ++e) {
+                        const int lo = t < 2 ? ql[e] & 15 : ql[e] >> 4, hi = (qh[e] >> (2 * t)) & 3;
+                        s += (lo | (hi << 4)) * y[e];
+                    }
+                    lanes[l] += b.scales[8 * h + 2 * t + (l >= 4)] * s;
+                }
+            }
+        for (int l = 0; l < 8; ++l)
+            lanes[l] -= 32 * (ab[ib].bsums[2 * l] * b.scales[2 * l] + ab[ib].bsums[2 * l + 1] * b.scales[2 * l + 1]);
+        const float d = ab[ib].d * h2f(b.d);
+        for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, (float)lanes[l], acc[l]);
+    }
+    j.y[c * j.y_stride + r] = hsum8_scalar(acc);
 }
 
 // ---- AVX2 build: R rows x C columns per pass ---------------------------------------------------
@@ -289,6 +325,58 @@ LANNER_AVX2 void tile_q4k_avx2(const Job& j, int r, int c0) {
     }
 }
 
+// Q6_K: one row x C columns per pass (each half super-block's 4 chunks unpacked once for C).
+template <int C>
+LANNER_AVX2 void tile_q6k_avx2(const Job& j, int r, int c0) {
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    __m256 acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+    const auto* wb = (const BlockQ6K*)(j.w + r * j.w_stride);
+    const BlockQ8K* ab[C];
+    for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        const BlockQ6K& b = wb[ib];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)b.scales));  // 16 x int16
+        __m256i sumi[C];
+        for (int c = 0; c < C; ++c) {  // start from -32 * (bsums . scales), lane l: sub-blocks 2l, 2l+1
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)ab[c][ib].bsums);
+            sumi[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5));
+        }
+        for (int h = 0; h < 2; ++h) {
+            const __m256i l1 = _mm256_loadu_si256((const __m256i*)(b.ql + 64 * h));
+            const __m256i l2 = _mm256_loadu_si256((const __m256i*)(b.ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i*)(b.qh + 32 * h));
+            __m256i q[4], s[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l2, m15), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m15),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+            for (int t = 0; t < 4; ++t)
+                s[t] = _mm256_set_m128i(_mm_set1_epi16(b.scales[8 * h + 2 * t + 1]), _mm_set1_epi16(b.scales[8 * h + 2 * t]));
+            for (int c = 0; c < C; ++c)
+                for (int t = 0; t < 4; ++t) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i*)(ab[c][ib].qs + 128 * h + 32 * t));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(s[t], _mm256_maddubs_epi16(q[t], y)));
+                }
+        }
+        const float dx = h2f_avx2(b.d);
+        for (int c = 0; c < C; ++c)
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(ab[c][ib].d * dx), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+    }
+    for (int c = 0; c < C; ++c) j.y[(c0 + c) * j.y_stride + r] = hsum8_avx2(acc[c]);
+}
+
+LANNER_AVX2 void cols_q6k_avx2(const Job& j, int r, int c0, int n) {
+    switch (n) {
+        case 4: return tile_q6k_avx2<4>(j, r, c0);
+        case 3: return tile_q6k_avx2<3>(j, r, c0);
+        case 2: return tile_q6k_avx2<2>(j, r, c0);
+        default: return tile_q6k_avx2<1>(j, r, c0);
+    }
+}
+
 LANNER_AVX2 void cols_q4k_avx2(const Job& j, int r, int c0, int n) {
     switch (n) {
         case 4: return tile_q4k_avx2<4>(j, r, c0);
@@ -301,6 +389,8 @@ LANNER_AVX2 void cols_q4k_avx2(const Job& j, int r, int c0, int n) {
 const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
 const bool k_avx2 = false;
+void cols_q4k_avx2(const Job&, int, int, int) {}  // never called without AVX2 (k_avx2 false)
+void cols_q6k_avx2(const Job&, int, int, int) {}
 #endif
 
 // Rows [r_begin, r_end) x columns [0, M): column blocks of 64 keep their quantized X in cache
@@ -327,7 +417,9 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     }
 }
 
-void run_rows_q4k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
+// K-quants: one row x up to 4 columns per pass.
+template <void (*Scalar)(const Job&, int, int), void (*Avx2)(const Job&, int, int, int)>
+void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     constexpr int k_col_block = 64;
     for (int cb = 0; cb < M; cb += k_col_block) {
         const int ce = std::min(M, cb + k_col_block);
@@ -336,18 +428,19 @@ void run_rows_q4k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
                 const int nc = std::min(4, ce - c);
 #ifdef LANNER_X86
                 if (avx2) {
-                    cols_q4k_avx2(j, r, c, nc);
+                    Avx2(j, r, c, nc);
                     continue;
                 }
 #endif
-                for (int cc = c; cc < c + nc; ++cc) rows_q4k_scalar(j, r, cc);
+                for (int cc = c; cc < c + nc; ++cc) Scalar(j, r, cc);
             }
     }
 }
 
 void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool avx2) {
     switch (type) {
-        case GGML_TYPE_Q4_K: return run_rows_q4k(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q4_K: return run_rows_k<rows_q4k_scalar, cols_q4k_avx2>(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q6_K: return run_rows_k<rows_q6k_scalar, cols_q6k_avx2>(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q8_0: return run_rows<BlockQ8_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q4_0: return run_rows<BlockQ4_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
         case GGML_TYPE_Q5_0: return run_rows<BlockQ5_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
@@ -358,7 +451,7 @@ void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool 
 
 bool type_supported(ggml_type t) {
     return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q4_1 ||
-           t == GGML_TYPE_Q4_K;
+           t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
 }
 
 // X's columns quantized by ggml's from_float for the weight type's dot type, with their block

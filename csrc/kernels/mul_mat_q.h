@@ -3,13 +3,14 @@
 // kernel reads it once per column. Each output element keeps the arithmetic of ggml's AVX2
 // vec_dot for its type (block integer dot products in 8 int32 lanes, fused multiply-add of the
 // float scale product into 8 float lanes in block order, ggml's horizontal sum; Q4_1 adds the
-// min term by a scalar fused multiply-add chain, Q4_K its mins' term in 4 more float lanes),
+// min term by a scalar fused multiply-add chain, Q4_K its mins' term in 4 more float lanes, Q6_K
+// subtracts its offset of 32 in the integer lanes),
 // with X quantized by ggml's own from_float:
 // results are bit-identical to ggml_mul_mat with this ggml, for any number of columns, so the op
 // keeps batch invariance and the ggml-exact reference.
 // Scope: CPU with AVX2/FMA/F16C at run time; W in a host (not repacked) buffer, 2-D, contiguous
-// rows of Q4_0, Q4_1, Q5_0, Q8_0 (2 rows x 4 columns per pass) or Q4_K (1 x 4); X F32 2-D with
-// contiguous rows.
+// rows of Q4_0, Q4_1, Q5_0, Q8_0 (2 rows x 4 columns per pass) or Q4_K, Q6_K (1 x 4); X F32 2-D
+// with contiguous rows.
 #pragma once
 #include "ggml.h"
 
