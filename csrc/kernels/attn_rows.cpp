@@ -130,10 +130,15 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int32_t* rows = (const int32_t*)dst->src[4]->data;
     const int hd_k = (int)q->ne[0], n_head = (int)q->ne[1], T = (int)q->ne[2], hd_v = (int)dst->ne[0];
     const int group = n_head / p.n_head_kv;
-    const int n_units = T * n_head;  // (row, head) pairs, split evenly over the threads
-    const int per = (n_units + nth - 1) / nth;
+    // Work units: (row, head) pairs. A prompt's later rows see more cells, so contiguous ranges
+    // of rows would give the last thread most of the work: with rows enough, whole rows (their
+    // heads share K/V reads) are dealt round-robin; else (a decode step) the pairs are.
+    const int n_units = T * n_head;
+    const bool by_row = T >= 2 * nth;
+    const int first = by_row ? ith * n_head : ith, step = by_row ? nth * n_head : nth;
     std::vector<ggml_fp16_t> q16(hd_k), acc(hd_v);
-    for (int u = ith * per; u < std::min(n_units, (ith + 1) * per); ++u) {
+    for (int u0 = first; u0 < n_units; u0 += step)
+    for (int u = u0; u < std::min(n_units, u0 + (by_row ? n_head : 1)); ++u) {
         const int t = u / n_head, h = u % n_head, g = h / group;
         const float* qr = (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]);
         for (int d = 0; d < hd_k; ++d) q16[d] = ggml_fp32_to_fp16(qr[d]);
