@@ -94,12 +94,17 @@ using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // kernels/mul_mat_q.h against ggml_mul_mat, on host arrays (tests, benches)
 py::array_t<float> mul_mat_q_check(int type, py::bytes w, F32 x, const std::string& how, int n_threads) {
+    if (how != "ggml" && how != "op" && how != "avx2" && how != "scalar")
+        throw std::invalid_argument("how must be ggml, op, avx2 or scalar, not " + how);
+    if (type < 0 || type >= GGML_TYPE_COUNT || ggml_blck_size((ggml_type)type) <= 0)
+        throw std::invalid_argument("unknown ggml type " + std::to_string(type));
     const auto t = (ggml_type)type;
     if (x.ndim() != 2) throw std::invalid_argument("x must be [M, K]");
     const int64_t M = x.shape(0), K = x.shape(1);
+    if (K <= 0 || K % ggml_blck_size(t) != 0) throw std::invalid_argument("K must be a whole number of the type's blocks");
     const std::string wb = w;
     const size_t row = ggml_row_size(t, K);
-    if (K % 32 != 0 || row == 0 || wb.size() % row != 0) throw std::invalid_argument("w is not whole rows of K");
+    if (row == 0 || wb.size() % row != 0) throw std::invalid_argument("w is not whole rows of K");
     const int64_t N = (int64_t)(wb.size() / row);
     py::array_t<float> y({M, N});
     bool ok;
@@ -109,8 +114,7 @@ py::array_t<float> mul_mat_q_check(int type, py::bytes w, F32 x, const std::stri
                  ? mul_mat_graph(t, wb.data(), K, N, x.data(), M, y.mutable_data(), n_threads, how == "op")
                  : mul_mat_q_host(t, wb.data(), K, N, x.data(), M, y.mutable_data(), how == "avx2");
     }
-    if (!ok || (how != "ggml" && how != "op" && how != "avx2" && how != "scalar"))
-        throw std::invalid_argument("unsupported: type " + std::to_string(type) + " how " + how);
+    if (!ok) throw std::invalid_argument("unsupported: type " + std::to_string(type) + " how " + how);
     return y;
 }
 

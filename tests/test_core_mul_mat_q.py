@@ -90,9 +90,13 @@ def test_unsupported_types_are_refused():
     x = rng.standard_normal((2, 256)).astype(np.float32)
     w = rng.standard_normal((4, 256)).astype(np.float16).tobytes()
     assert core.mul_mat_q_check(int(Q.F16), w, x, "ggml", 1).shape == (2, 4)
-    for how in ("avx2", "scalar"):
+    for how in ("op", "avx2", "scalar"):
         with pytest.raises(ValueError, match="unsupported"):
             core.mul_mat_q_check(int(Q.F16), w, x, how, 1)
+    with pytest.raises(ValueError, match="whole number"):  # a Q4_K row must be whole 256-blocks
+        core.mul_mat_q_check(int(Q.Q4_K), b"\0" * 144, x[:, :64], "op", 1)
+    with pytest.raises(ValueError, match="how must be"):
+        core.mul_mat_q_check(int(Q.Q8_0), b"\0" * 34 * 8, x, "fast", 1)
 
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])

@@ -9,6 +9,7 @@ namespace lanner {
 
 bool mul_mat_graph(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
                    int n_threads, bool op) {
+    if (op && !mul_mat_q_type_supported(type, K)) return false;  // the op would leave Y unwritten
     const size_t w_bytes = ggml_row_size(type, K) * N;
     const size_t mem = w_bytes + sizeof(float) * (size_t)(K * M + N * M) + 64 * ggml_tensor_overhead() +
                        ggml_graph_overhead() + ggml_row_size(GGML_TYPE_Q8_1, K) * M + (1 << 20);

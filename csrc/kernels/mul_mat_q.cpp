@@ -505,8 +505,12 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
 
 }  // namespace
 
+bool mul_mat_q_type_supported(ggml_type type, int64_t K) {
+    return type_supported(type) && K > 0 && K % ggml_blck_size(type) == 0;
+}
+
 bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x) {
-    return k_avx2 && type_supported(w->type) && w->ne[0] % ggml_blck_size(w->type) == 0 && w->ne[2] == 1 && w->ne[3] == 1 &&
+    return k_avx2 && mul_mat_q_type_supported(w->type, w->ne[0]) && w->ne[2] == 1 && w->ne[3] == 1 &&
            w->nb[0] == ggml_type_size(w->type) && w->nb[1] == ggml_row_size(w->type, w->ne[0]) &&
            w->buffer && ggml_backend_buffer_is_host(w->buffer) &&
            x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1 &&
@@ -521,7 +525,7 @@ ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
 
 bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
                     bool avx2) {
-    if (!type_supported(type) || K % ggml_blck_size(type) != 0 || (avx2 && !k_avx2)) return false;
+    if (!mul_mat_q_type_supported(type, K) || (avx2 && !k_avx2)) return false;
     QuantizedX qx;
     qx.fill(type, (const char*)x, K * sizeof(float), K, M);
     const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / ggml_blck_size(type)), (const char*)qx.q.data(), qx.row_bytes,

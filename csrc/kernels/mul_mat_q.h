@@ -16,6 +16,8 @@
 
 namespace lanner {
 
+// Whether the kernel covers weights of `type` with rows of K (the type, K a whole number of its blocks).
+bool mul_mat_q_type_supported(ggml_type type, int64_t K);
 // Whether mul_mat_q(ctx, w, x) is available (CPU features, types, layout, buffer).
 bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x);
 
