@@ -52,9 +52,11 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     ggml_backend_cpu_set_use_ref(backend_cpu_, params_.batch_invariant != 0 && !use_attn_rows_);
 
     // Weights' matmuls through lanner's register-tiled kernel (kernels/mul_mat_q.h: ggml's bits,
-    // fewer passes over each weight block); LANNER_MM_Q=0 keeps ggml_mul_mat (for comparison).
+    // fewer passes over each weight block); LANNER_MM_Q=0 keeps ggml_mul_mat, LANNER_MM_Q=gemm
+    // keeps it for single columns only (both for comparison).
     const char* mm_env = std::getenv("LANNER_MM_Q");
     use_mm_q_ = backend_ == backend_cpu_ && !(mm_env && std::strcmp(mm_env, "0") == 0);
+    mm_q_gemm_only_ = mm_env && std::strcmp(mm_env, "gemm") == 0;
 
     graph_size_ = std::max<size_t>(2048, (size_t)hp.n_layer * (64 + 2 * hp.n_expert_used));  // MoE: a view + add per expert
     graph_meta_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
@@ -138,6 +140,7 @@ Context::Built Context::build_graph(int n_tokens, int n_kv, int n_outputs, int n
 
     GraphBuild b{r.ctx, r.gf, *model_, *kv_, r.in, n_tokens, n_kv, n_outputs};
     b.mm_q = use_mm_q_;
+    b.mm_q_gemm_only = mm_q_gemm_only_;
     ggml_tensor* out = model_->arch->build(b);
     last_n_mm_q_ = b.n_mm_q;
     if (n_outputs > 0) {

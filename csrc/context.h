@@ -87,6 +87,7 @@ class Context {
     std::vector<ggml_fp16_t> mask_;  // [T, n_kv]
     std::vector<ggml_fp16_t> mask_swa_;
     int last_n_mm_q_ = 0;
+    bool mm_q_gemm_only_ = false;  // LANNER_MM_Q=gemm: single columns stay on ggml_mul_mat
     bool use_mm_q_ = false;       // weights' matmuls through kernels/mul_mat_q.h where it applies
     bool use_attn_rows_ = false;  // attention over per-row cell lists instead of masked n_kv cells
     std::vector<int32_t> attn_cells_;  // [attn_rows_cap] lists of the ubatch's sequences

@@ -21,8 +21,12 @@ ggml_tensor* blk_rope(GraphBuild& b, ggml_tensor* x, float base, float freq_scal
 }
 
 ggml_tensor* blk_mm(GraphBuild& b, ggml_tensor* w, ggml_tensor* x) {
-    // one column: ggml's own loop is as fast (same bits either way)
-    const bool op = b.mm_q && x->ne[1] > 1 && mul_mat_q_supported(w, x);
+    // a single column (a decode step) only for the types the op does faster there
+    // (kernels/mul_mat_q.cpp k_mv_rows); mm_q_gemm_only keeps every single column on ggml's loop.
+    // The same bits either way.
+    const bool single = x->ne[1] == 1;
+    const bool op = b.mm_q && !(single && (b.mm_q_gemm_only || !mul_mat_q_single_column_faster(w->type))) &&
+                    mul_mat_q_supported(w, x);
     b.n_mm_q += op;
     return op ? mul_mat_q(b.ctx, w, x) : ggml_mul_mat(b.ctx, w, x);
 }

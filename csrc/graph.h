@@ -37,6 +37,7 @@ struct GraphBuild {
     int n_kv;       // cells visited by attention: [0, n_kv)
     int n_outputs;  // rows of logits produced
     bool mm_q = false;  // weights' matmuls through kernels/mul_mat_q.h where it applies
+    bool mm_q_gemm_only = false;  // ... but not single columns (LANNER_MM_Q=gemm, for comparison)
     int n_mm_q = 0;     // how many blk_mm calls took that op
 };
 
@@ -50,8 +51,8 @@ struct Qkv {
 
 ggml_tensor* blk_rms_norm(GraphBuild& b, ggml_tensor* x, ggml_tensor* w);  // x: [n, ...]
 // A weight times activations: w [K, N], x [K, T] -> [N, T]; lanner's register-tiled kernel
-// (kernels/mul_mat_q.h, same bits as ggml's) when b.mm_q, T > 1 and it supports w and x, else
-// ggml_mul_mat.
+// (kernels/mul_mat_q.h, same bits as ggml's) when b.mm_q and it supports w and x (with
+// b.mm_q_gemm_only only for T > 1), else ggml_mul_mat.
 ggml_tensor* blk_mm(GraphBuild& b, ggml_tensor* w, ggml_tensor* x);
 // The ubatch's input rows (graph_embd.cpp): token embeddings times `scale` (Gemma's sqrt(n_embd)),
 // with the batch's embedding rows (images) put in place, unscaled. -> [n_embd, T]

@@ -22,6 +22,8 @@ KvCache::KvCache(const Model& m, ggml_backend_buffer_type_t buft, int n_ctx_, in
     }
     buf_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buf_) throw std::runtime_error("could not allocate the KV cache (" + std::to_string(n_ctx) + " cells)");
+    if (ggml_backend_buffer_is_host(buf_))  // before the clear writes it (see model.cpp)
+        advise_huge_pages(ggml_backend_buffer_get_base(buf_), ggml_backend_buffer_get_size(buf_));
     ggml_backend_buffer_clear(buf_, 0);
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "arch.h"
@@ -225,6 +226,22 @@ ggml_backend_buffer_type_t Model::repack_buft_for(ggml_tensor* w) const {
     return nullptr;
 }
 
+// Weights are read front to back once per decode step. With 4 KiB pages every page is a TLB
+// miss and a restart of the hardware prefetcher; where transparent huge pages are "madvise"
+// (Debian's default) ask for 2 MiB pages over the buffer's aligned interior before it is
+// written: Gemma 3 270M decode +10% at 2 threads. LANNER_HUGE_PAGES=0 leaves 4 KiB pages.
+void advise_huge_pages(void* base, size_t size) {
+#ifdef MADV_HUGEPAGE
+    const char* env = std::getenv("LANNER_HUGE_PAGES");
+    if (env && std::strcmp(env, "0") == 0) return;
+    const uintptr_t huge = (uintptr_t)2 << 20, b = (uintptr_t)base;
+    const uintptr_t first = (b + huge - 1) & ~(huge - 1), last = (b + size) & ~(huge - 1);
+    if (last > first) madvise((void*)first, last - first, MADV_HUGEPAGE);  // advice only: failure is harmless
+#else
+    (void)base, (void)size;
+#endif
+}
+
 void Model::load_weights() {
     // 1. choose a buffer type per tensor
     ggml_backend_buffer_type_t dev_buft = ggml_backend_dev_buffer_type(device);
@@ -246,6 +263,7 @@ void Model::load_weights() {
         for (ggml_tensor* t : tensors) size += GGML_PAD(ggml_backend_buft_get_alloc_size(b, t), align);
         ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(b, size);
         if (!buf) file->fail("could not allocate " + std::to_string(size) + " bytes of weights on " + ggml_backend_buft_name(b));
+        if (ggml_backend_buffer_is_host(buf)) advise_huge_pages(ggml_backend_buffer_get_base(buf), size);
         weights_bufs.push_back(buf);
         weights_bytes += size;
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);

@@ -149,4 +149,7 @@ struct Model {
     ggml_backend_buffer_type_t repack_buft_for(ggml_tensor* w) const;  // null: keep in the device buffer
 };
 
+// madvise(MADV_HUGEPAGE) over [base, base + size)'s 2 MiB-aligned interior (see model.cpp).
+void advise_huge_pages(void* base, size_t size);
+
 }  // namespace lanner

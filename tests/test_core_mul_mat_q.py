@@ -55,7 +55,10 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("K,N,M", [(32, 1, 1), (64, 7, 3), (576, 37, 5), (640, 64, 9), (256, 33, 70),
-                                   (1536, 10, 2), (96, 5, 131)])
+                                   (1536, 10, 2), (96, 5, 131),
+                                   # single columns (a decode step): 4-row passes with prefetching,
+                                   # a remainder of 1-3 rows, row ranges split over 1-3 threads
+                                   (576, 37, 1), (640, 70, 1), (2048, 23, 1)])
 def test_every_path_gives_ggml_bits(name, K, N, M):
     qt, w, x, _ = _case(name, K, N, M)
     ref = core.mul_mat_q_check(qt, w, x, "ggml", 1)
@@ -122,6 +125,11 @@ def _logits(model, on: bool, monkeypatch) -> tuple[bool, list[np.ndarray]]:
         outs.append(c.decode(toks(len(seqs)), pos, seqs, np.ones(len(seqs), np.uint8)).copy())
         for s in lens:
             lens[s] += 1
+        ops.append(c.last_mm_q_ops)
+    for _ in range(2):  # one sequence alone: single-column matmuls
+        outs.append(c.decode(toks(1), np.array([lens[0]], np.int32), np.zeros(1, np.int32),
+                             np.ones(1, np.uint8)).copy())
+        lens[0] += 1
         ops.append(c.last_mm_q_ops)
     return c.mm_q, ops, outs
 
