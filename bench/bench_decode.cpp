@@ -162,7 +162,7 @@ static int run(const Args& a) {
     cp.n_threads = a.n_threads;
     lanner::Context ctx(model, cp);
 
-    const double w_bytes = (double)ggml_backend_buffer_get_size(model->weights_buf);
+    const double w_bytes = (double)model->weights_bytes;
     std::printf("model   %s\n", a.model.c_str());
     std::printf("        arch %s, %.1fM params, %.1f MiB weights, n_vocab %d, n_layer %d, n_embd %d; load %.0f ms\n",
                 model->arch_name.c_str(), model->n_params / 1e6, w_bytes / 1048576.0, hp.n_vocab, hp.n_layer,

@@ -29,7 +29,9 @@ SDIST="${1:-}"
 if [[ -z "$SDIST" ]]; then
     SDIST="$PEERS/llama_cpp_python-$VERSION.tar.gz"
     if [[ ! -f "$SDIST" ]]; then
-        python3 -m pip download --no-binary :all: --no-deps -d "$PEERS" "llama-cpp-python==$VERSION"
+        # only this package from source; --no-build-isolation: its metadata step uses this
+        # interpreter's scikit-build-core instead of building every build dependency (cmake too) from source
+        python3 -m pip download --no-deps --no-binary llama-cpp-python --no-build-isolation -d "$PEERS" "llama-cpp-python==$VERSION"
     fi
 fi
 
