@@ -89,7 +89,7 @@ tg(); r_tg = tg()
 print(json.dumps({"prefill": r_pp, "decode": r_tg}))
 """
 
-LLAMA_BENCH = Path.home() / ".cache/lanner-peers/llama.cpp/bin/llama-bench"
+LLAMA_BENCH = Path.home() / ".cache/lanner-peers/llama.cpp-0.3.36/bin/llama-bench"
 
 
 def llama_bench_run(path: str, args) -> dict:

@@ -34,7 +34,7 @@ import requests
 
 import proc_mem  # bench/proc_mem.py (this script's folder is on sys.path)
 
-PEER_BIN = Path.home() / ".cache/lanner-peers/llama.cpp/bin/llama-server"
+PEER_BIN = Path.home() / ".cache/lanner-peers/llama.cpp-0.3.36/bin/llama-server"
 TOPICS = ["a robot learning to paint", "why the sky is blue", "uses for a paperclip",
           "the water cycle", "how bread rises", "the rules of chess", "a trip to the moon",
           "how a bicycle stays upright", "the life of a honeybee", "why leaves change colour"]
