@@ -406,12 +406,6 @@ void cols_q6k_avx2(const Job&, int, int, int) {}
 constexpr int k_mv_rows = 4;
 constexpr int k_mv_prefetch_rows = 16;
 
-#ifdef LANNER_X86
-LANNER_AVX2 inline void prefetch_bytes(const char* p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-}
-#endif
-
 // Rows [r_begin, r_end) x columns [0, M): column blocks of 64 keep their quantized X in cache
 // while a row pair's blocks stay in L1 across the block's tiles of 4 columns.
 template <class W, class A>
@@ -452,11 +446,7 @@ void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     constexpr int k_col_block = 64;
     for (int cb = 0; cb < M; cb += k_col_block) {
         const int ce = std::min(M, cb + k_col_block);
-        for (int r = r_begin; r < r_end; ++r) {
-#ifdef LANNER_X86
-            if (avx2 && M == 1 && r + k_mv_prefetch_rows < r_end)
-                prefetch_bytes(j.w + (r + k_mv_prefetch_rows) * j.w_stride, j.w_stride);
-#endif
+        for (int r = r_begin; r < r_end; ++r)
             for (int c = cb; c < ce; c += 4) {
                 const int nc = std::min(4, ce - c);
 #ifdef LANNER_X86
@@ -467,7 +457,6 @@ void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
 #endif
                 for (int cc = c; cc < c + nc; ++cc) Scalar(j, r, cc);
             }
-        }
     }
 }
 
