@@ -241,7 +241,11 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("n_repacked", [](const Model& m) { return m.n_repacked; },
                                "weights stored in a CPU repacking buffer type for faster matmuls")
         .def_property_readonly("device", [](const Model& m) { return std::string(ggml_backend_dev_name(m.device)); })
-        .def_property_readonly("metadata", &metadata, "every GGUF key: scalars, str, list[str], numpy arrays");
+        .def_property_readonly("metadata", &metadata, "every GGUF key: scalars, str, list[str], numpy arrays")
+        .def("drop_metadata", [](Model& m, const std::vector<std::string>& keys) { return m.file->remove_keys(keys); },
+             py::arg("keys"),
+             "forget these GGUF keys (the vocabulary tables once a tokenizer is built), freeing their "
+             "memory; later .metadata lacks them. Returns how many were present");
 
     py::class_<Context>(mod, "Context")
         .def(py::init([](std::shared_ptr<Model> m, int n_ctx, int n_batch, int n_seq_max, int n_threads,

@@ -202,4 +202,10 @@ uint64_t GgufFile::tensor_file_offset(const std::string& name) const {
     return gguf_get_data_offset(gguf) + gguf_get_tensor_offset(gguf, id);
 }
 
+int GgufFile::remove_keys(const std::vector<std::string>& keys) {
+    int n = 0;
+    for (const std::string& k : keys) n += gguf_remove_key(gguf, k.c_str()) >= 0;
+    return n;
+}
+
 }  // namespace lanner

@@ -39,6 +39,9 @@ struct GgufFile {
     // trailing dims = 1, a negative entry = any); a mismatch fails naming both shapes.
     ggml_tensor* tensor_shaped(const std::string& name, const std::vector<int64_t>& ne) const;
     uint64_t tensor_file_offset(const std::string& name) const;  // absolute, bytes
+    // Forget these keys (absent ones are skipped), freeing their values: the vocabulary tables
+    // once the tokenizer is built (~13 MiB of strings for a 262k vocabulary). Returns how many.
+    int remove_keys(const std::vector<std::string>& keys);
 };
 
 }  // namespace lanner

@@ -148,6 +148,26 @@ def test_llm_facade_generates_each_family(files, family):
         assert llm.chat([{"role": "user", "content": "Hi"}], max_tokens=4).finish_reason in ("stop", "length")
 
 
+def test_llm_frees_the_native_vocabulary_tables(files):
+    """Once the tokenizer is built, LLM drops the vocabulary tables from the native GGUF context
+    (their memory freed); the other keys stay, and tokenizing still works."""
+    import lanner
+
+    path = files["mistral", "F32"]
+    tables = ["tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"]
+    m = core.Model(path)
+    assert set(tables) <= set(m.metadata)
+    assert m.drop_metadata(tables + ["no.such.key"]) == 3
+    left = m.metadata
+    assert not set(tables) & set(left) and left["general.architecture"] == "llama"
+    assert m.drop_metadata(tables) == 0
+    with lanner.LLM(path, n_ctx=64, n_threads=1, n_parallel=1) as llm:
+        assert not set(tables) & set(llm.model.metadata)
+        assert llm.gguf_metadata["general.architecture"] == "llama"
+        assert llm.tokenizer.encode("Hi there", add_special=False)
+        assert llm.generate(IDS[:4], max_tokens=2, temperature=0, ignore_eos=True).token_ids
+
+
 def test_phi3_separate_qkv_equals_fused(tmp_path):
     """phi3 files may carry attn_q/k/v instead of attn_qkv: the same rows give the same logits."""
     from tiny_gguf import family_tensors, family_vocab

@@ -125,6 +125,8 @@ class LLM:
         # MiB); self.tokenizer answers for tokens, their types and texts
         self.gguf_metadata: dict[str, Any] = {k: v for k, v in meta.items() if k not in _TOKENIZER_TABLES}
         del meta
+        # the native copy of those tables too (~13 MiB of strings for Gemma 3's 262k tokens)
+        self.model.drop_metadata(sorted(_TOKENIZER_TABLES))
         self.n_ctx = max(16, min(int(n_ctx), self.model.n_ctx_train))
         self.n_threads = int(n_threads or _default_threads())
         ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_batch=n_batch,
