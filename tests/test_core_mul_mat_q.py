@@ -56,7 +56,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("K,N,M", [(32, 1, 1), (64, 7, 3), (576, 37, 5), (640, 64, 9), (256, 33, 70),
                                    (1536, 10, 2), (96, 5, 131),
-                                   # single columns (a decode step): 4-row passes with prefetching,
+                                   # single columns (a decode step): 4-row passes (Q8_0: 1) with prefetching,
                                    # a remainder of 1-3 rows, row ranges split over 1-3 threads
                                    (576, 37, 1), (640, 70, 1), (2048, 23, 1)])
 def test_every_path_gives_ggml_bits(name, K, N, M):

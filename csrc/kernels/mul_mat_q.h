@@ -9,8 +9,8 @@
 // results are bit-identical to ggml_mul_mat with this ggml, for any number of columns, so the op
 // keeps batch invariance and the ggml-exact reference.
 // Scope: CPU with AVX2/FMA/F16C at run time; W in a host (not repacked) buffer, 2-D, contiguous
-// rows of Q4_0, Q4_1, Q5_0, Q8_0 (2 rows x 4 columns per pass; a single column: 4 rows per pass
-// with software prefetching, see mul_mat_q.cpp) or Q4_K, Q6_K (1 x 4); X F32 2-D with contiguous
+// rows of Q4_0, Q4_1, Q5_0, Q8_0 (2 rows x 4 columns per pass; a single column: 4 rows per pass,
+// Q8_0 one, with software prefetching, see mul_mat_q.cpp) or Q4_K, Q6_K (1 x 4); X F32 2-D with contiguous
 // rows.
 #pragma once
 #include "ggml.h"
@@ -23,8 +23,8 @@ bool mul_mat_q_type_supported(ggml_type type, int64_t K);
 bool mul_mat_q_supported(const ggml_tensor* w, const ggml_tensor* x);
 
 // Whether a single column (a decode step) of weights of `type` is faster through the op than
-// through ggml's vec_dot: Q4_0, Q4_1, Q5_0 (1.4-1.5x); not Q8_0 (as fast in the microbench,
-// slower in Gemma 3's decode) nor the K-quants (one row per pass either way).
+// through ggml's vec_dot: Q4_0, Q4_1, Q5_0, Q8_0 (prefetching, see mul_mat_q.cpp); not the
+// K-quants (one row per pass either way, not measured faster).
 bool mul_mat_q_single_column_faster(ggml_type type);
 
 // w: [K, N] quantized, x: F32 [K, M] -> F32 [N, M]
