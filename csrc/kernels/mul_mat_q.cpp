@@ -294,6 +294,8 @@ LANNER_AVX2 void tile_q4k_avx2(const Job& j, int r, int c0) {
     const BlockQ8K* ab[C];
     for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
     for (int ib = 0; ib < j.nb; ++ib) {
+        if (j.prefetch)
+            for (size_t o = 0; o < sizeof(BlockQ4K); o += 64) _mm_prefetch((const char*)&wb[ib] + j.prefetch + o, _MM_HINT_T0);
         uint8_t sc[8], mn[8];
         q4k_scales(wb[ib].scales, sc, mn);
         __m256i sumi[C];
@@ -338,6 +340,8 @@ LANNER_AVX2 void tile_q6k_avx2(const Job& j, int r, int c0) {
     const BlockQ8K* ab[C];
     for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
     for (int ib = 0; ib < j.nb; ++ib) {
+        if (j.prefetch)
+            for (size_t o = 0; o < sizeof(BlockQ6K); o += 64) _mm_prefetch((const char*)&wb[ib] + j.prefetch + o, _MM_HINT_T0);
         const BlockQ6K& b = wb[ib];
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)b.scales));  // 16 x int16
         __m256i sumi[C];
@@ -406,6 +410,9 @@ void cols_q6k_avx2(const Job&, int, int, int) {}
 // read four streams 4 row lengths apart, which on a 2-core Zen 5 reached 37-45 GB/s against
 // 50-55 for one row with the same prefetching (ggml: 31; Gemma 3's decode step, whose 262k x
 // 640 Q8_0 output head is 170 of its 235 MiB: 8.8 -> 6.7 ms).
+// A few columns (2-8 sequences decoding together) stream the weights too: a row pair's (K-quants:
+// a row's) first tile of columns prefetches the same way (Gemma 3, 2 threads: a 2-sequence step
+// 18 -> 8.9 ms, 4 sequences 27.7 -> 14.4 ms; without it the 2-row passes read ~10 GB/s).
 // Same arithmetic per element, so the same bits.
 template <class W>
 constexpr int k_mv_rows = std::is_same<W, BlockQ8_0>::value ? 1 : 4;
@@ -426,6 +433,8 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
         return;
     }
 #endif
+    Job jp = j;  // a row pair's first tile of columns fetches the rows 16 ahead (see k_mv_rows)
+    jp.prefetch = k_mv_prefetch_rows * j.w_stride;
     for (int cb = 0; cb < M; cb += k_col_block) {
         const int ce = std::min(M, cb + k_col_block);
         for (int r = r_begin; r < r_end; r += 2) {
@@ -434,7 +443,8 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
                 const int nc = std::min(4, ce - c);
 #ifdef LANNER_X86
                 if (avx2) {
-                    nr == 2 ? cols_avx2<W, A, 2>(j, r, c, nc) : cols_avx2<W, A, 1>(j, r, c, nc);
+                    const Job& jt = c == cb ? jp : j;
+                    nr == 2 ? cols_avx2<W, A, 2>(jt, r, c, nc) : cols_avx2<W, A, 1>(jt, r, c, nc);
                     continue;
                 }
 #endif
@@ -449,6 +459,8 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
 template <void (*Scalar)(const Job&, int, int), void (*Avx2)(const Job&, int, int, int)>
 void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     constexpr int k_col_block = 64;
+    Job jp = j;  // a row's first tile of columns fetches the row 16 ahead
+    jp.prefetch = k_mv_prefetch_rows * j.w_stride;
     for (int cb = 0; cb < M; cb += k_col_block) {
         const int ce = std::min(M, cb + k_col_block);
         for (int r = r_begin; r < r_end; ++r)
@@ -456,7 +468,7 @@ void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
                 const int nc = std::min(4, ce - c);
 #ifdef LANNER_X86
                 if (avx2) {
-                    Avx2(j, r, c, nc);
+                    Avx2(c == cb ? jp : j, r, c, nc);
                     continue;
                 }
 #endif
