@@ -94,8 +94,8 @@ using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // kernels/mul_mat_q.h against ggml_mul_mat, on host arrays (tests, benches)
 py::array_t<float> mul_mat_q_check(int type, py::bytes w, F32 x, const std::string& how, int n_threads) {
-    if (how != "ggml" && how != "op" && how != "avx2" && how != "scalar")
-        throw std::invalid_argument("how must be ggml, op, avx2 or scalar, not " + how);
+    if (how != "ggml" && how != "op" && how != "avx512" && how != "avx2" && how != "scalar")
+        throw std::invalid_argument("how must be ggml, op, avx512, avx2 or scalar, not " + how);
     if (type < 0 || type >= GGML_TYPE_COUNT || ggml_blck_size((ggml_type)type) <= 0)
         throw std::invalid_argument("unknown ggml type " + std::to_string(type));
     const auto t = (ggml_type)type;
@@ -112,7 +112,8 @@ py::array_t<float> mul_mat_q_check(int type, py::bytes w, F32 x, const std::stri
         py::gil_scoped_release unlocked;
         ok = how == "ggml" || how == "op"
                  ? mul_mat_graph(t, wb.data(), K, N, x.data(), M, y.mutable_data(), n_threads, how == "op")
-                 : mul_mat_q_host(t, wb.data(), K, N, x.data(), M, y.mutable_data(), how == "avx2");
+                 : mul_mat_q_host(t, wb.data(), K, N, x.data(), M, y.mutable_data(),
+                                  how == "avx512" ? Isa::avx512 : how == "avx2" ? Isa::avx2 : Isa::scalar);
     }
     if (!ok) throw std::invalid_argument("unsupported: type " + std::to_string(type) + " how " + how);
     return y;
@@ -219,8 +220,12 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("mul_mat_q_check", &mul_mat_q_check, py::arg("type"), py::arg("w"), py::arg("x"),
             py::arg("how"), py::arg("n_threads") = 1,
             "Y [M, N] = X [M, K] times the rows of a quantized W (bytes, ggml type id) by: 'ggml' "
-            "(ggml_mul_mat), 'op' (lanner's mul_mat_q op in a ggml graph), 'avx2' / 'scalar' (the "
-            "kernel's two builds on plain arrays). For the kernel tests and benches.");
+            "(ggml_mul_mat), 'op' (lanner's mul_mat_q op in a ggml graph), 'avx512' / 'avx2' / 'scalar' "
+            "(the kernel's builds on plain arrays). For the kernel tests and benches.");
+    mod.def("mul_mat_q_isa_available", [](const std::string& isa) {
+                if (isa != "avx512" && isa != "avx2" && isa != "scalar") throw std::invalid_argument("unknown build " + isa);
+                return mul_mat_q_isa_available(isa == "avx512" ? Isa::avx512 : isa == "avx2" ? Isa::avx2 : Isa::scalar);
+            }, py::arg("isa"), "whether this CPU runs the mul_mat_q build 'avx512', 'avx2' or 'scalar'");
 
     py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
         .def(py::init([](const std::string& path, bool repack, const std::string& device) {

@@ -69,6 +69,42 @@ def test_every_path_gives_ggml_bits(name, K, N, M):
         assert diff == 0, f"{how} x{threads}: {diff} of {ref.size} outputs differ from ggml_mul_mat"
 
 
+AVX512 = core.mul_mat_q_isa_available("avx512")
+
+
+@pytest.mark.skipif(not AVX512, reason="this CPU lacks AVX-512 (F/BW/DQ/VL + VNNI): the op runs its AVX2 build, "
+                                       "which test_every_path_gives_ggml_bits checks")
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("K,N,M", [(64, 7, 3), (576, 37, 5), (640, 64, 9), (256, 33, 70), (1536, 10, 2),
+                                   (96, 5, 131), (640, 11, 8), (32, 4, 16), (640, 70, 1)])
+def test_avx512_build_gives_ggml_bits(name, K, N, M):
+    """Two columns per 512-bit register, 4 x 8 tiles with every remainder of rows (1-3) and
+    columns (odd ones go to the AVX2 tile), past the 64-column block."""
+    qt, w, x, _ = _case(name, K, N, M, seed=5)
+    ref = core.mul_mat_q_check(qt, w, x, "ggml", 1)
+    got = core.mul_mat_q_check(qt, w, x, "avx512", 1)
+    assert np.array_equal(_bits(got), _bits(ref))
+
+
+@pytest.mark.parametrize("how", ["avx512", "avx2", "scalar"])
+def test_q8_0_at_the_extremes(how):
+    """Q8_0 weights of -128 (a file may hold them; ggml never writes them) against columns at
+    +-127: the largest pair sums (128 * 127 * 2 = 32512) stay within int16 in maddubs, so every
+    build still equals ggml."""
+    if not core.mul_mat_q_isa_available(how):
+        pytest.skip(f"this CPU cannot run the {how} build")
+    K, N, M = 128, 6, 6
+    blocks = np.zeros((N, K // 32, 34), np.uint8)
+    blocks[:, :, :2] = np.array([0.5], np.float16).view(np.uint8)
+    blocks[:, :, 2:] = np.uint8(0x80)  # -128
+    blocks[1::2, :, 2::3] = np.uint8(127)
+    x = np.where(np.arange(K) % 2 == 0, 3.0, -3.0).astype(np.float32) * np.array([[1], [-1], [1], [-1], [1], [-1]], np.float32)
+    w = blocks.tobytes()
+    ref = core.mul_mat_q_check(int(Q.Q8_0), w, x, "ggml", 1)
+    got = core.mul_mat_q_check(int(Q.Q8_0), w, x, how, 1)
+    assert np.array_equal(_bits(got), _bits(ref))
+
+
 @pytest.mark.parametrize("name", TYPES)
 def test_it_is_the_product_of_the_dequantized_weights(name):
     qt, w, x, wd = _case(name, 640, 48, 6, seed=3)

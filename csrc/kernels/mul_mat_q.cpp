@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -283,6 +284,102 @@ LANNER_AVX2 void cols_avx2(const Job& j, int r0, int c0, int n) {  // n in 1..4 
     }
 }
 
+// AVX-512 (VNNI): the same arithmetic with two columns side by side in a 512-bit register. A
+// column's lanes hold what the AVX2 tile's 256-bit register holds: vpdpbusd's sums of four
+// u8 x s8 products equal maddubs + madd(1) exactly (no pair of products reaches int16's limit:
+// |w| <= 128, |y| <= 127), y is negated where w < 0 as vpsignb does (where w = 0 the product is 0
+// either way), and each column's float lanes take the same fused multiply-adds in block order.
+#define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*() and warn about it
+// (GCC bug 105593) once they are inlined here: not about this code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+template <class W, class A, int R, int P>  // R rows x P column pairs
+LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
+    constexpr bool is_signed = !std::is_same<W, BlockQ4_1>::value;
+    __m512 acc[R][P];
+    float summs[R][2 * P];
+    for (int r = 0; r < R; ++r) {
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+        for (int c = 0; c < 2 * P; ++c) summs[r][c] = 0.0f;
+    }
+    const W* wb[R];
+    const A* ab[2 * P];
+    const float* ad[2 * P];
+    const float* as[2 * P];
+    for (int r = 0; r < R; ++r) wb[r] = (const W*)(j.w + (r0 + r) * j.w_stride);
+    for (int c = 0; c < 2 * P; ++c) {
+        ab[c] = (const A*)(j.a + (c0 + c) * j.a_stride);
+        ad[c] = j.ad + (size_t)(c0 + c) * j.nb;
+        as[c] = is_signed ? nullptr : j.as + (size_t)(c0 + c) * j.nb;
+    }
+    for (int ib = 0; ib < j.nb; ++ib) {
+        __m512i ax[R];
+        __mmask64 neg[R];
+        float dw[R];
+        if (j.prefetch)
+            for (int r = 0; r < R; ++r) _mm_prefetch((const char*)&wb[r][ib] + j.prefetch, _MM_HINT_T0);
+        for (int r = 0; r < R; ++r) {
+            const Unpacked u = unpack_avx2(wb[r][ib]);
+            ax[r] = _mm512_broadcast_i64x4(u.ax);
+            neg[r] = is_signed ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(u.sx)) : 0;
+            dw[r] = h2f_avx2(wb[r][ib].d);
+        }
+        for (int p = 0; p < P; ++p) {
+            const __m512i qy = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)ab[2 * p][ib].qs)),
+                _mm256_loadu_si256((const __m256i*)ab[2 * p + 1][ib].qs), 1);
+            const __m512 da = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(ad[2 * p][ib])),
+                                                 _mm256_set1_ps(ad[2 * p + 1][ib]), 1);
+            for (int r = 0; r < R; ++r) {
+                const __m512i sy = is_signed ? _mm512_mask_sub_epi8(qy, neg[r], _mm512_setzero_si512(), qy) : qy;
+                const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[r], sy));
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(dw[r]), da), prod, acc[r][p]);
+            }
+        }
+        if constexpr (!is_signed)
+            for (int r = 0; r < R; ++r) {
+                const float m = h2f_avx2(wb[r][ib].m);
+                for (int c = 0; c < 2 * P; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
+            }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int r = 0; r < R; ++r) {
+            j.y[(c0 + 2 * p) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_castps512_ps256(acc[r][p])) + summs[r][2 * p];
+            j.y[(c0 + 2 * p + 1) * j.y_stride + r0 + r] =
+                hsum8_avx2(_mm512_extractf32x8_ps(acc[r][p], 1)) + summs[r][2 * p + 1];
+        }
+}
+
+constexpr int k_tile512_rows = 4, k_tile512_pairs = 4;  // 4 rows x 8 columns: 16 accumulators
+
+// Rows r0.. (n_rows in 1..k_tile512_rows) x columns c0.. (n_cols in 1..2 * k_tile512_pairs)
+template <class W, class A, int R>
+LANNER_AVX512 void rows_avx512(const Job& j, int r0, int c0, int n_cols) {
+    switch (n_cols / 2) {
+        case 4: tile_avx512<W, A, R, 4>(j, r0, c0); break;
+        case 3: tile_avx512<W, A, R, 3>(j, r0, c0); break;
+        case 2: tile_avx512<W, A, R, 2>(j, r0, c0); break;
+        case 1: tile_avx512<W, A, R, 1>(j, r0, c0); break;
+        default: break;
+    }
+    if (n_cols & 1) tile_avx2<W, A, R, 1>(j, r0, c0 + n_cols - 1);  // an odd column: the AVX2 tile
+}
+
+template <class W, class A>
+LANNER_AVX512 void cols_avx512(const Job& j, int r0, int n_rows, int c0, int n_cols) {
+    switch (n_rows) {
+        case 4: return rows_avx512<W, A, 4>(j, r0, c0, n_cols);
+        case 3: return rows_avx512<W, A, 3>(j, r0, c0, n_cols);
+        case 2: return rows_avx512<W, A, 2>(j, r0, c0, n_cols);
+        default: return rows_avx512<W, A, 1>(j, r0, c0, n_cols);
+    }
+}
+
+#pragma GCC diagnostic pop
+
 // Q4_K: one row x C columns per pass (the 32-byte halves of a super-block unpacked once for C).
 template <int C>
 LANNER_AVX2 void tile_q4k_avx2(const Job& j, int r, int c0) {
@@ -394,11 +491,27 @@ LANNER_AVX2 void cols_q4k_avx2(const Job& j, int r, int c0, int n) {
 }
 
 const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+const bool k_avx512 = k_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512vnni");
 #else
 const bool k_avx2 = false;
+const bool k_avx512 = false;
 void cols_q4k_avx2(const Job&, int, int, int) {}  // never called without AVX2 (k_avx2 false)
+template <class W, class A>
+void cols_avx512(const Job&, int, int, int, int) {}  // never called (k_avx512 false)
 void cols_q6k_avx2(const Job&, int, int, int) {}
 #endif
+
+// The widest build this CPU runs; LANNER_MM_Q_ISA=avx2 keeps the AVX2 tiles (for comparison).
+Isa best_isa() {
+    static const Isa isa = [] {
+        const char* e = std::getenv("LANNER_MM_Q_ISA");
+        if (k_avx512 && !(e && std::strcmp(e, "avx2") == 0)) return Isa::avx512;
+        return k_avx2 ? Isa::avx2 : Isa::scalar;
+    }();
+    return isa;
+}
 
 // A single column (a decode step) reads each weight byte once for two flops per element: the
 // multiply waits on memory, not arithmetic. ggml's vec_dot does one row at a time with one
@@ -421,8 +534,9 @@ constexpr int k_mv_prefetch_rows = 16;
 // Rows [r_begin, r_end) x columns [0, M): column blocks of 64 keep their quantized X in cache
 // while a row pair's blocks stay in L1 across the block's tiles of 4 columns.
 template <class W, class A>
-void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
+void run_rows(const Job& j, int r_begin, int r_end, int M, Isa isa) {
     constexpr int k_col_block = 64;
+    const bool avx2 = isa != Isa::scalar;
 #ifdef LANNER_X86
     if (avx2 && M == 1) {  // a decode step's matrix-vector product: see k_mv_rows
         Job jp = j;
@@ -435,6 +549,19 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
 #endif
     Job jp = j;  // a row pair's first tile of columns fetches the rows 16 ahead (see k_mv_rows)
     jp.prefetch = k_mv_prefetch_rows * j.w_stride;
+#ifdef LANNER_X86
+    if (isa == Isa::avx512) {
+        for (int cb = 0; cb < M; cb += k_col_block) {
+            const int ce = std::min(M, cb + k_col_block);
+            for (int r = r_begin; r < r_end; r += k_tile512_rows) {
+                const int nr = std::min(k_tile512_rows, r_end - r);
+                for (int c = cb; c < ce; c += 2 * k_tile512_pairs)
+                    cols_avx512<W, A>(c == cb ? jp : j, r, nr, c, std::min(2 * k_tile512_pairs, ce - c));
+            }
+        }
+        return;
+    }
+#endif
     for (int cb = 0; cb < M; cb += k_col_block) {
         const int ce = std::min(M, cb + k_col_block);
         for (int r = r_begin; r < r_end; r += 2) {
@@ -457,7 +584,8 @@ void run_rows(const Job& j, int r_begin, int r_end, int M, bool avx2) {
 
 // K-quants: one row x up to 4 columns per pass.
 template <void (*Scalar)(const Job&, int, int), void (*Avx2)(const Job&, int, int, int)>
-void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
+void run_rows_k(const Job& j, int r_begin, int r_end, int M, Isa isa) {
+    const bool avx2 = isa != Isa::scalar;
     constexpr int k_col_block = 64;
     Job jp = j;  // a row's first tile of columns fetches the row 16 ahead
     jp.prefetch = k_mv_prefetch_rows * j.w_stride;
@@ -477,14 +605,14 @@ void run_rows_k(const Job& j, int r_begin, int r_end, int M, bool avx2) {
     }
 }
 
-void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, bool avx2) {
+void run_type(ggml_type type, const Job& j, int r_begin, int r_end, int M, Isa isa) {
     switch (type) {
-        case GGML_TYPE_Q4_K: return run_rows_k<rows_q4k_scalar, cols_q4k_avx2>(j, r_begin, r_end, M, avx2);
-        case GGML_TYPE_Q6_K: return run_rows_k<rows_q6k_scalar, cols_q6k_avx2>(j, r_begin, r_end, M, avx2);
-        case GGML_TYPE_Q8_0: return run_rows<BlockQ8_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
-        case GGML_TYPE_Q4_0: return run_rows<BlockQ4_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
-        case GGML_TYPE_Q5_0: return run_rows<BlockQ5_0, BlockQ8_0>(j, r_begin, r_end, M, avx2);
-        case GGML_TYPE_Q4_1: return run_rows<BlockQ4_1, BlockQ8_1>(j, r_begin, r_end, M, avx2);
+        case GGML_TYPE_Q4_K: return run_rows_k<rows_q4k_scalar, cols_q4k_avx2>(j, r_begin, r_end, M, isa);
+        case GGML_TYPE_Q6_K: return run_rows_k<rows_q6k_scalar, cols_q6k_avx2>(j, r_begin, r_end, M, isa);
+        case GGML_TYPE_Q8_0: return run_rows<BlockQ8_0, BlockQ8_0>(j, r_begin, r_end, M, isa);
+        case GGML_TYPE_Q4_0: return run_rows<BlockQ4_0, BlockQ8_0>(j, r_begin, r_end, M, isa);
+        case GGML_TYPE_Q5_0: return run_rows<BlockQ5_0, BlockQ8_0>(j, r_begin, r_end, M, isa);
+        case GGML_TYPE_Q4_1: return run_rows<BlockQ4_1, BlockQ8_1>(j, r_begin, r_end, M, isa);
         default: return;
     }
 }
@@ -540,7 +668,7 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     qx.fill(w->type, (const char*)x->data, x->nb[1], K, M);
     const Job j{(const char*)w->data, w->nb[1], (int)(K / ggml_blck_size(w->type)), (const char*)qx.q.data(), qx.row_bytes,
                 qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
-    run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, k_avx2);
+    run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, best_isa());
 }
 
 }  // namespace
@@ -567,14 +695,18 @@ ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
                           GGML_N_TASKS_MAX, nullptr);
 }
 
+bool mul_mat_q_isa_available(Isa isa) {
+    return isa == Isa::scalar || (isa == Isa::avx2 && k_avx2) || (isa == Isa::avx512 && k_avx512);
+}
+
 bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const float* x, int64_t M, float* y,
-                    bool avx2) {
-    if (!mul_mat_q_type_supported(type, K) || (avx2 && !k_avx2)) return false;
+                    Isa isa) {
+    if (!mul_mat_q_type_supported(type, K) || !mul_mat_q_isa_available(isa)) return false;
     QuantizedX qx;
     qx.fill(type, (const char*)x, K * sizeof(float), K, M);
     const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / ggml_blck_size(type)), (const char*)qx.q.data(), qx.row_bytes,
                 qx.d.data(), qx.s.data(), y, (size_t)N};
-    run_type(type, j, 0, (int)N, (int)M, avx2);
+    run_type(type, j, 0, (int)N, (int)M, isa);
     return true;
 }
 
