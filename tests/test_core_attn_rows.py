@@ -43,7 +43,12 @@ def _run(model, rows: bool, monkeypatch) -> tuple[bool, np.ndarray]:
     return c.attn_rows, np.concatenate([o.reshape(-1) for o in outs])
 
 
-def test_attn_rows_equal_the_masked_kernel_bit_for_bit(model, monkeypatch):
+@pytest.mark.parametrize("isa", ["widest", "avx2", "scalar"])
+def test_attn_rows_equal_the_masked_kernel_bit_for_bit(model, isa, monkeypatch):
+    """Each build of the op's primitives (the widest this CPU runs: AVX-512 or AVX2; AVX2; the
+    scalar lanes written out) gives the masked kernel's bits."""
+    if isa != "widest":
+        monkeypatch.setenv("LANNER_ATTN_ISA", isa)
     on, a = _run(model, True, monkeypatch)
     off, b = _run(model, False, monkeypatch)
     assert on and not off  # the probe really compares the two paths

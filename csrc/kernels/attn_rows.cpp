@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <string>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -96,28 +98,79 @@ __attribute__((target("avx2,fma,f16c"))) void mad_f16_avx2(ggml_fp16_t* y, const
     }
 }
 
+// AVX-512: 16 lanes hold two of the AVX2 build's 8-lane vectors side by side (dot: accumulators
+// a0|a1 and a2|a3; (a0|a1) + (a2|a3) then low + high half is (a0+a2) + (a1+a3)), so every lane
+// sees the same operations in the same order.
+#define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#pragma GCC diagnostic push  // GCC 12's AVX-512 headers: see mul_mat_q.cpp
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+LANNER_AVX512 float dot_f16_avx512(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+    __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 32) {
+        a01 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i))),
+                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i))), a01);
+        a23 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i + 16))),
+                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i + 16))), a23);
+    }
+    const __m512 s = _mm512_add_ps(a01, a23);
+    const __m256 x0 = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
+LANNER_AVX512 void scale_f16_avx512(ggml_fp16_t* y, float v, int n) {
+    const __m512 vv = _mm512_set1_ps(v);
+    for (int i = 0; i < n; i += 16) {
+        const __m512 a = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i))), vv);
+        _mm256_storeu_si256((__m256i*)(y + i), _mm512_cvtps_ph(a, 0));
+    }
+}
+
+LANNER_AVX512 void mad_f16_avx512(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {
+    const __m512 vv = _mm512_set1_ps(v);
+    for (int i = 0; i < n; i += 32) {
+        const __m512 r0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i))), vv,
+                                          _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i))));
+        const __m512 r1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i + 16))), vv,
+                                          _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i + 16))));
+        _mm256_storeu_si256((__m256i*)(y + i), _mm512_cvtps_ph(r0, 0));
+        _mm256_storeu_si256((__m256i*)(y + i + 16), _mm512_cvtps_ph(r1, 0));
+    }
+}
+#pragma GCC diagnostic pop
+
 const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+const bool k_avx512 = k_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #else
 const bool k_avx2 = false;
+const bool k_avx512 = false;
 #endif
 
-inline float dot_f16(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+// One build's primitives.
+struct Prims {
+    float (*dot)(const ggml_fp16_t* x, const ggml_fp16_t* y, int n);
+    void (*scale)(ggml_fp16_t* y, float v, int n);
+    void (*mad)(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n);
+};
+
+// The widest build the CPU runs; LANNER_ATTN_ISA=avx2 or scalar picks a narrower one (read at
+// each op call, for tests and comparisons).
+const Prims& prims() {
+    static const Prims scalar{dot_f16_scalar, scale_f16_scalar, mad_f16_scalar};
 #ifdef LANNER_X86
-    if (k_avx2) return dot_f16_avx2(x, y, n);
+    static const Prims avx2{dot_f16_avx2, scale_f16_avx2, mad_f16_avx2};
+    static const Prims avx512{dot_f16_avx512, scale_f16_avx512, mad_f16_avx512};
+    const char* e = std::getenv("LANNER_ATTN_ISA");
+    const std::string want = e ? e : "";
+    if (want == "scalar") return scalar;
+    if (k_avx512 && want != "avx2") return avx512;
+    if (k_avx2) return avx2;
 #endif
-    return dot_f16_scalar(x, y, n);
-}
-inline void scale_f16(ggml_fp16_t* y, float v, int n) {
-#ifdef LANNER_X86
-    if (k_avx2) return scale_f16_avx2(y, v, n);
-#endif
-    scale_f16_scalar(y, v, n);
-}
-inline void mad_f16(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {
-#ifdef LANNER_X86
-    if (k_avx2) return mad_f16_avx2(y, x, v, n);
-#endif
-    mad_f16_scalar(y, x, v, n);
+    return scalar;
 }
 
 // ---- the op ------------------------------------------------------------------------------------
@@ -130,6 +183,7 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int32_t* rows = (const int32_t*)dst->src[4]->data;
     const int hd_k = (int)q->ne[0], n_head = (int)q->ne[1], T = (int)q->ne[2], hd_v = (int)dst->ne[0];
     const int group = n_head / p.n_head_kv;
+    const Prims& f = prims();
     // Work units: (row, head) pairs. A prompt's later rows see more cells, so contiguous ranges
     // of rows would give the last thread most of the work: with rows enough, whole rows (their
     // heads share K/V reads) are dealt round-robin; else (a decode step) the pairs are.
@@ -149,18 +203,18 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
             const int64_t c = cells[j];
             const auto* kr = (const ggml_fp16_t*)((const char*)kc->data + c * kc->nb[1]) + (int64_t)g * hd_k;
             const auto* vr = (const ggml_fp16_t*)((const char*)vc->data + c * vc->nb[1]) + (int64_t)g * hd_v;
-            float s = dot_f16(kr, q16.data(), hd_k) * p.scale;
+            float s = f.dot(kr, q16.data(), hd_k) * p.scale;
             if (p.softcap != 0.0f) s = p.softcap * tanhf(s);
             float ms = 1.0f, vs = 1.0f;
             if (s > m) {
                 const float m_old = m;
                 m = s;
                 ms = expf(m_old - m);
-                scale_f16(acc.data(), ms, hd_v);
+                f.scale(acc.data(), ms, hd_v);
             } else {
                 vs = expf(s - m);
             }
-            mad_f16(acc.data(), vr, vs, hd_v);
+            f.mad(acc.data(), vr, vs, hd_v);
             const float kept = s_sum * ms;
             s_sum = kept + vs;
         }

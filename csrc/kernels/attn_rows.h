@@ -4,6 +4,8 @@
 // sum of each row's visible cells instead of rows x n_kv masked ones. The arithmetic is that of
 // ggml's one-key-at-a-time CPU kernel (f16 Q.K dot, libm expf, f16 V accumulator): results are
 // bit-identical to ggml_flash_attn_ext in reference mode with the equivalent 0/-inf mask.
+// Builds: scalar, AVX2, AVX-512 (two AVX2 vectors per register, same bits); the widest the CPU
+// runs, LANNER_ATTN_ISA=avx2|scalar for a narrower one.
 // Scope: CPU, f16 K/V cache (not transposed), head dims a multiple of 32, no sinks, no ALiBi.
 #pragma once
 #include <cstdint>
