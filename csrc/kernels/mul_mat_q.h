@@ -8,8 +8,9 @@
 // with X quantized by ggml's own from_float:
 // results are bit-identical to ggml_mul_mat with this ggml, for any number of columns, so the op
 // keeps batch invariance and the ggml-exact reference.
-// Where the CPU has AVX-512 with VNNI, the multi-column tiles of the 32-element types run 4 rows
-// x 8 columns, two columns per 512-bit register (same bits; LANNER_MM_Q_ISA=avx2 keeps AVX2).
+// Where the CPU has AVX-512 with VNNI, the multi-column tiles run two columns per 512-bit
+// register: 4 rows x 8 columns for the 32-element types, 2 x 8 for the K-quants (same bits;
+// LANNER_MM_Q_ISA=avx2 keeps AVX2).
 // Scope: CPU with AVX2/FMA/F16C at run time; W in a host (not repacked) buffer, 2-D, contiguous
 // rows of Q4_0, Q4_1, Q5_0, Q8_0 (2 rows x 4 columns per pass; a single column: 4 rows per pass,
 // Q8_0 one, with software prefetching, see mul_mat_q.cpp) or Q4_K, Q6_K (1 x 4); X F32 2-D with contiguous
@@ -33,8 +34,8 @@ bool mul_mat_q_single_column_faster(ggml_type type);
 ggml_tensor* mul_mat_q(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
 
 // The kernel's builds: the scalar one writes the lane arithmetic out; avx512 (AVX-512 F/BW/DQ/VL
-// + VNNI) runs the multi-column tiles of Q4_0/Q4_1/Q5_0/Q8_0 two columns per register and is
-// AVX2 elsewhere. All give the same bits. The op uses the widest one the CPU has.
+// + VNNI) runs the multi-column tiles two columns per register and is AVX2 elsewhere (single
+// columns, an odd last column). All give the same bits. The op uses the widest one the CPU has.
 enum class Isa { scalar, avx2, avx512 };
 bool mul_mat_q_isa_available(Isa isa);
 
