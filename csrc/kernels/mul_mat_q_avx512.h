@@ -1,0 +1,298 @@
+// mul_mat_q's AVX-512 build (F/BW/DQ/VL + VNNI): the multi-column tiles with two columns per
+// 512-bit register, each column's lanes as in the AVX2 build; an odd column goes to the AVX2 tile.
+// Internal to mul_mat_q.cpp (its only includer), which is built with -ffp-contract=off: every
+// fused multiply-add is written out, as in the kernel whose rounding it keeps.
+#pragma once
+#include <cmath>
+#include <type_traits>
+
+#include "mul_mat_q_avx2.h"
+
+namespace lanner::mmq {
+
+#ifdef LANNER_X86
+// AVX-512 (VNNI): the same arithmetic with two columns side by side in a 512-bit register. A
+// column's lanes hold what the AVX2 tile's 256-bit register holds: vpdpbusd's sums of four
+// u8 x s8 products equal maddubs + madd(1) exactly (no pair of products reaches int16's limit:
+// |w| <= 128, |y| <= 127), y is negated where w < 0 as vpsignb does (where w = 0 the product is 0
+// either way), and each column's float lanes take the same fused multiply-adds in block order.
+#define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*() and warn about it
+// (GCC bug 105593) once they are inlined here: not about this code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+template <class W, class A, int R, int P>  // R rows x P column pairs
+LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
+    constexpr bool is_signed = !std::is_same<W, BlockQ4_1>::value;
+    __m512 acc[R][P];
+    float summs[R][2 * P];
+    for (int r = 0; r < R; ++r) {
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+        for (int c = 0; c < 2 * P; ++c) summs[r][c] = 0.0f;
+    }
+    const W* wb[R];
+    const A* ab[2 * P];
+    const float* ad[2 * P];
+    const float* as[2 * P];
+    for (int r = 0; r < R; ++r) wb[r] = (const W*)(j.w + (r0 + r) * j.w_stride);
+    for (int c = 0; c < 2 * P; ++c) {
+        ab[c] = (const A*)(j.a + (c0 + c) * j.a_stride);
+        ad[c] = j.ad + (size_t)(c0 + c) * j.nb;
+        as[c] = is_signed ? nullptr : j.as + (size_t)(c0 + c) * j.nb;
+    }
+    for (int ib = 0; ib < j.nb; ++ib) {
+        __m512i ax[R];
+        __mmask64 neg[R];
+        float dw[R];
+        if (j.prefetch)
+            for (int r = 0; r < R; ++r) _mm_prefetch((const char*)&wb[r][ib] + j.prefetch, _MM_HINT_T0);
+        for (int r = 0; r < R; ++r) {
+            const Unpacked u = unpack_avx2(wb[r][ib]);
+            ax[r] = _mm512_broadcast_i64x4(u.ax);
+            neg[r] = is_signed ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(u.sx)) : 0;
+            dw[r] = h2f_avx2(wb[r][ib].d);
+        }
+        for (int p = 0; p < P; ++p) {
+            const __m512i qy = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)ab[2 * p][ib].qs)),
+                _mm256_loadu_si256((const __m256i*)ab[2 * p + 1][ib].qs), 1);
+            const __m512 da = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(ad[2 * p][ib])),
+                                                 _mm256_set1_ps(ad[2 * p + 1][ib]), 1);
+            for (int r = 0; r < R; ++r) {
+                const __m512i sy = is_signed ? _mm512_mask_sub_epi8(qy, neg[r], _mm512_setzero_si512(), qy) : qy;
+                const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[r], sy));
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(dw[r]), da), prod, acc[r][p]);
+            }
+        }
+        if constexpr (!is_signed)
+            for (int r = 0; r < R; ++r) {
+                const float m = h2f_avx2(wb[r][ib].m);
+                for (int c = 0; c < 2 * P; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
+            }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int r = 0; r < R; ++r) {
+            j.y[(c0 + 2 * p) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_castps512_ps256(acc[r][p])) + summs[r][2 * p];
+            j.y[(c0 + 2 * p + 1) * j.y_stride + r0 + r] =
+                hsum8_avx2(_mm512_extractf32x8_ps(acc[r][p], 1)) + summs[r][2 * p + 1];
+        }
+}
+
+constexpr int k_tile512_rows = 4, k_tile512_pairs = 4;  // 4 rows x 8 columns: 16 accumulators
+
+// Rows r0.. (n_rows in 1..k_tile512_rows) x columns c0.. (n_cols in 1..2 * k_tile512_pairs)
+template <class W, class A, int R>
+LANNER_AVX512 void rows_avx512(const Job& j, int r0, int c0, int n_cols) {
+    switch (n_cols / 2) {
+        case 4: tile_avx512<W, A, R, 4>(j, r0, c0); break;
+        case 3: tile_avx512<W, A, R, 3>(j, r0, c0); break;
+        case 2: tile_avx512<W, A, R, 2>(j, r0, c0); break;
+        case 1: tile_avx512<W, A, R, 1>(j, r0, c0); break;
+        default: break;
+    }
+    if (n_cols & 1) tile_avx2<W, A, R, 1>(j, r0, c0 + n_cols - 1);  // an odd column: the AVX2 tile
+}
+
+template <class W, class A>
+LANNER_AVX512 void cols_avx512(const Job& j, int r0, int n_rows, int c0, int n_cols) {
+    switch (n_rows) {
+        case 4: return rows_avx512<W, A, 4>(j, r0, c0, n_cols);
+        case 3: return rows_avx512<W, A, 3>(j, r0, c0, n_cols);
+        case 2: return rows_avx512<W, A, 2>(j, r0, c0, n_cols);
+        default: return rows_avx512<W, A, 1>(j, r0, c0, n_cols);
+    }
+}
+
+#pragma GCC diagnostic pop
+
+// K-quants in AVX-512: R rows x P column pairs, each column's lanes as in the AVX2 tiles above
+// (the integer lanes are exact sums, so their order does not matter; the float lanes take the
+// same fused multiply-adds per super-block). 16-column-lane registers: [column 2p | column 2p+1].
+#pragma GCC diagnostic push  // see the AVX-512 tile above
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+LANNER_AVX512 inline __m512i pair_load(const int8_t* a, const int8_t* b) {  // [32 bytes of a | of b]
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a)),
+                              _mm256_loadu_si256((const __m256i*)b), 1);
+}
+LANNER_AVX512 inline __m512 pair_set(float a, float b) {  // [a x 8 | b x 8]
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a)), _mm256_set1_ps(b), 1);
+}
+LANNER_AVX512 inline __m512i pair_join(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
+template <int R, int P>
+LANNER_AVX512 void tile_q4k_avx512(const Job& j, int r0, int c0) {
+    constexpr int C = 2 * P;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m512 acc[R][P];
+    __m128 acc_m[R][C];
+    for (int r = 0; r < R; ++r) {
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+        for (int c = 0; c < C; ++c) acc_m[r][c] = _mm_setzero_ps();
+    }
+    const BlockQ4K* wb[R];
+    const BlockQ8K* ab[C];
+    for (int r = 0; r < R; ++r) wb[r] = (const BlockQ4K*)(j.w + (r0 + r) * j.w_stride);
+    for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        if (j.prefetch)
+            for (int r = 0; r < R; ++r)
+                for (size_t o = 0; o < sizeof(BlockQ4K); o += 64)
+                    _mm_prefetch((const char*)&wb[r][ib] + j.prefetch + o, _MM_HINT_T0);
+        uint8_t sc[R][8], mn[R][8];
+        for (int r = 0; r < R; ++r) q4k_scales(wb[r][ib].scales, sc[r], mn[r]);
+        __m512i sumi[R][P];
+        for (int r = 0; r < R; ++r)
+            for (int p = 0; p < P; ++p) sumi[r][p] = _mm512_setzero_si512();
+        for (int h = 0; h < 4; ++h) {
+            __m512i lo[R], hi[R], s_lo[R], s_hi[R];
+            for (int r = 0; r < R; ++r) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i*)(wb[r][ib].qs + 32 * h));
+                lo[r] = _mm512_broadcast_i64x4(_mm256_and_si256(bits, m4));
+                hi[r] = _mm512_broadcast_i64x4(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4));
+                s_lo[r] = _mm512_set1_epi16(sc[r][2 * h]);
+                s_hi[r] = _mm512_set1_epi16(sc[r][2 * h + 1]);
+            }
+            for (int p = 0; p < P; ++p) {
+                const __m512i yl = pair_load(ab[2 * p][ib].qs + 64 * h, ab[2 * p + 1][ib].qs + 64 * h);
+                const __m512i yh = pair_load(ab[2 * p][ib].qs + 64 * h + 32, ab[2 * p + 1][ib].qs + 64 * h + 32);
+                for (int r = 0; r < R; ++r) {
+                    const __m512i pl = _mm512_madd_epi16(s_lo[r], _mm512_maddubs_epi16(lo[r], yl));
+                    const __m512i ph = _mm512_madd_epi16(s_hi[r], _mm512_maddubs_epi16(hi[r], yh));
+                    sumi[r][p] = _mm512_add_epi32(sumi[r][p], _mm512_add_epi32(pl, ph));
+                }
+            }
+        }
+        __m128i q8s[C];  // the columns' sums of 32, as the AVX2 tile forms them
+        for (int c = 0; c < C; ++c) {
+            const __m256i bs = _mm256_loadu_si256((const __m256i*)ab[c][ib].bsums);
+            q8s[c] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        }
+        for (int r = 0; r < R; ++r) {
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)mn[r]));
+            const float dx = h2f_avx2(wb[r][ib].d), mx = h2f_avx2(wb[r][ib].dmin);
+            for (int c = 0; c < C; ++c) {
+                const float dy = ab[c][ib].d;
+                acc_m[r][c] = _mm_fmadd_ps(_mm_set1_ps(-dy * mx), _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s[c])), acc_m[r][c]);
+            }
+            for (int p = 0; p < P; ++p) {
+                const __m512 d = pair_set(ab[2 * p][ib].d * dx, ab[2 * p + 1][ib].d * dx);
+                acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[r][p]), acc[r][p]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) {
+            const __m256 a = c & 1 ? _mm512_extractf32x8_ps(acc[r][c / 2], 1) : _mm512_castps512_ps256(acc[r][c / 2]);
+            __m128 m = _mm_add_ps(acc_m[r][c], _mm_movehl_ps(acc_m[r][c], acc_m[r][c]));
+            m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            j.y[(c0 + c) * j.y_stride + r0 + r] = hsum8_avx2(a) + _mm_cvtss_f32(m);
+        }
+}
+
+template <int R, int P>
+LANNER_AVX512 void tile_q6k_avx512(const Job& j, int r0, int c0) {
+    constexpr int C = 2 * P;
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    __m512 acc[R][P];
+    for (int r = 0; r < R; ++r)
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+    const BlockQ6K* wb[R];
+    const BlockQ8K* ab[C];
+    for (int r = 0; r < R; ++r) wb[r] = (const BlockQ6K*)(j.w + (r0 + r) * j.w_stride);
+    for (int c = 0; c < C; ++c) ab[c] = (const BlockQ8K*)(j.a + (c0 + c) * j.a_stride);
+    for (int ib = 0; ib < j.nb; ++ib) {
+        if (j.prefetch)
+            for (int r = 0; r < R; ++r)
+                for (size_t o = 0; o < sizeof(BlockQ6K); o += 64)
+                    _mm_prefetch((const char*)&wb[r][ib] + j.prefetch + o, _MM_HINT_T0);
+        __m512i sumi[R][P];
+        for (int r = 0; r < R; ++r) {  // start from -32 * (bsums . scales), lane l: sub-blocks 2l, 2l+1
+            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)wb[r][ib].scales));
+            for (int p = 0; p < P; ++p) {
+                __m256i s0[2];
+                for (int k = 0; k < 2; ++k) {
+                    const __m256i bs = _mm256_loadu_si256((const __m256i*)ab[2 * p + k][ib].bsums);
+                    s0[k] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5));
+                }
+                sumi[r][p] = pair_join(s0[0], s0[1]);
+            }
+        }
+        for (int h = 0; h < 2; ++h) {
+            __m512i q[R][4], s[R][4];
+            for (int r = 0; r < R; ++r) {
+                const BlockQ6K& b = wb[r][ib];
+                const __m256i l1 = _mm256_loadu_si256((const __m256i*)(b.ql + 64 * h));
+                const __m256i l2 = _mm256_loadu_si256((const __m256i*)(b.ql + 64 * h + 32));
+                const __m256i hb = _mm256_loadu_si256((const __m256i*)(b.qh + 32 * h));
+                q[r][0] = _mm512_broadcast_i64x4(_mm256_or_si256(_mm256_and_si256(l1, m15),
+                                                                 _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)));
+                q[r][1] = _mm512_broadcast_i64x4(_mm256_or_si256(
+                    _mm256_and_si256(l2, m15), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4)));
+                q[r][2] = _mm512_broadcast_i64x4(_mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4)));
+                q[r][3] = _mm512_broadcast_i64x4(_mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l2, 4), m15),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4)));
+                for (int t = 0; t < 4; ++t)
+                    s[r][t] = _mm512_broadcast_i64x4(_mm256_set_m128i(_mm_set1_epi16(b.scales[8 * h + 2 * t + 1]),
+                                                                      _mm_set1_epi16(b.scales[8 * h + 2 * t])));
+            }
+            for (int p = 0; p < P; ++p)
+                for (int t = 0; t < 4; ++t) {
+                    const __m512i y = pair_load(ab[2 * p][ib].qs + 128 * h + 32 * t, ab[2 * p + 1][ib].qs + 128 * h + 32 * t);
+                    for (int r = 0; r < R; ++r)
+                        sumi[r][p] = _mm512_add_epi32(sumi[r][p], _mm512_madd_epi16(s[r][t], _mm512_maddubs_epi16(q[r][t], y)));
+                }
+        }
+        for (int r = 0; r < R; ++r) {
+            const float dx = h2f_avx2(wb[r][ib].d);
+            for (int p = 0; p < P; ++p)
+                acc[r][p] = _mm512_fmadd_ps(pair_set(ab[2 * p][ib].d * dx, ab[2 * p + 1][ib].d * dx),
+                                            _mm512_cvtepi32_ps(sumi[r][p]), acc[r][p]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int p = 0; p < P; ++p) {
+            j.y[(c0 + 2 * p) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_castps512_ps256(acc[r][p]));
+            j.y[(c0 + 2 * p + 1) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_extractf32x8_ps(acc[r][p], 1));
+        }
+}
+#pragma GCC diagnostic pop
+
+constexpr int k_tile512k_rows = 2, k_tile512k_pairs = 4;  // K-quants: 2 rows x 8 columns
+
+// Rows r0.. (n_rows in 1..k_tile512k_rows) x columns c0.. (n_cols in 1..2 * k_tile512k_pairs)
+template <int R, int P>
+struct Q4KTile { static LANNER_AVX512 void run(const Job& j, int r0, int c0) { tile_q4k_avx512<R, P>(j, r0, c0); } };
+template <int R, int P>
+struct Q6KTile { static LANNER_AVX512 void run(const Job& j, int r0, int c0) { tile_q6k_avx512<R, P>(j, r0, c0); } };
+
+template <template <int, int> class T, int R>
+LANNER_AVX512 void krows_avx512(const Job& j, int r0, int c0, int n_cols, void (*avx2)(const Job&, int, int, int)) {
+    switch (n_cols / 2) {
+        case 4: T<R, 4>::run(j, r0, c0); break;
+        case 3: T<R, 3>::run(j, r0, c0); break;
+        case 2: T<R, 2>::run(j, r0, c0); break;
+        case 1: T<R, 1>::run(j, r0, c0); break;
+        default: break;
+    }
+    if (n_cols & 1)  // an odd column: the AVX2 tile, row by row
+        for (int r = r0; r < r0 + R; ++r) avx2(j, r, c0 + n_cols - 1, 1);
+}
+
+template <template <int, int> class T>
+LANNER_AVX512 void kcols_avx512(const Job& j, int r0, int n_rows, int c0, int n_cols,
+                                void (*avx2)(const Job&, int, int, int)) {
+    if (n_rows == 2) return krows_avx512<T, 2>(j, r0, c0, n_cols, avx2);
+    krows_avx512<T, 1>(j, r0, c0, n_cols, avx2);
+}
+#endif  // LANNER_X86
+
+}  // namespace lanner::mmq

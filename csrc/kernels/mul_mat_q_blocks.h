@@ -1,0 +1,57 @@
+// mul_mat_q's shared pieces: ggml's block layouts, the job one thread runs.
+// Internal to mul_mat_q.cpp (its only includer), which is built with -ffp-contract=off: every
+// fused multiply-add is written out, as in the kernel whose rounding it keeps.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ggml.h"
+
+namespace lanner::mmq {
+
+// ggml's block layouts (ggml-common.h), fp16 fields as raw bits
+struct BlockQ8_0 { uint16_t d; int8_t qs[32]; };
+struct BlockQ8_1 { uint16_t d, s; int8_t qs[32]; };  // s = d * sum(qs)
+struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };     // element e: e < 16 low nibble of qs[e], else high of qs[e-16]
+struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };  // x = d*q + m
+struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };  // q = nibble | bit e of qh << 4, minus 16
+// K-quants: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins
+struct BlockQ4K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };  // sub-block 2j: low nibbles of qs[32j..], 2j+1: high
+struct BlockQ8K { float d; int8_t qs[256]; int16_t bsums[16]; };             // bsums: sums of 16 qs
+// Q6_K: element 128h + 32t + e (h < 2, t < 4, e < 32): low 4 bits in ql[64h + 32(t&1) + e] (low
+// nibble for t < 2, high for t >= 2), high 2 bits at bit 2t of qh[32h + e]; value - 32; 16
+// sub-blocks of 16 with int8 scales.
+struct BlockQ6K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(BlockQ4_0) == 18 &&
+              sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ4K) == 144 &&
+              sizeof(BlockQ8K) == 292 && sizeof(BlockQ6K) == 210, "ggml block layouts");
+
+// The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes).
+inline void q4k_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
+            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        }
+    }
+}
+
+inline float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t)h); }
+
+// One multiply: W rows, X columns quantized to the weight type's dot type, Y columns.
+struct Job {
+    const char* w;        // row r at w + r * w_stride
+    size_t w_stride;
+    int nb;               // blocks per row (K / the weight type's block size)
+    const char* a;        // quantized column c at a + c * a_stride
+    size_t a_stride;
+    const float* ad;      // [M][nb] column block scales (Q8_K: the super-block's d)
+    const float* as;      // [M][nb] Q8_1 d*sum (Q4_1 only)
+    float* y;             // Y[c][r] at y[c * y_stride + r]
+    size_t y_stride;
+    size_t prefetch = 0;  // a single column: fetch the weight bytes this far ahead into cache (0: none)
+};
+
+}  // namespace lanner::mmq
