@@ -182,7 +182,8 @@ struct QuantizedX {
     std::vector<float> d, s;  // [M][nb]
     size_t row_bytes = 0;
 
-    void fill(ggml_type w_type, const char* x, size_t x_stride, int64_t K, int64_t M) {
+    // isa: the build that will run (Isa::avx512 also lays out the column pairs)
+    void fill(ggml_type w_type, const char* x, size_t x_stride, int64_t K, int64_t M, Isa isa) {
         const ggml_type_traits_cpu* tw = ggml_get_type_traits_cpu(w_type);
         const ggml_type vt = tw->vec_dot_type;
         const ggml_from_float_t from_float = ggml_get_type_traits_cpu(vt)->from_float;
@@ -205,6 +206,42 @@ struct QuantizedX {
                 }
             }
         }
+        y2.clear(), da2.clear(), corr2.clear();
+        const bool k_quant = w_type == GGML_TYPE_Q4_K || w_type == GGML_TYPE_Q6_K;  // their tiles read columns as they are
+        if (M >= 2 && isa == Isa::avx512 && !k_quant) pair(w_type, nb, M);
+    }
+
+    // The AVX-512 tiles' inputs (Job::y2, da2, corr2): columns 2p, 2p+1 side by side per block.
+    std::vector<int8_t> y2;
+    std::vector<float> da2;
+    std::vector<int32_t> corr2;
+
+    void pair(ggml_type w_type, int nb, int64_t M) {
+        const int64_t P = M / 2;
+        const bool q8_1 = w_type == GGML_TYPE_Q4_1;  // its dot type: Q8_1 (d, s, qs); else Q8_0 (d, qs)
+        const size_t blk = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0), qs_at = q8_1 ? 4 : 2;
+        const int offset = w_type == GGML_TYPE_Q8_0 ? 128 : w_type == GGML_TYPE_Q4_0 ? 8 : w_type == GGML_TYPE_Q5_0 ? 16 : 0;
+        y2.resize((size_t)P * nb * 64);
+        da2.resize((size_t)P * nb * 16);
+        corr2.resize((size_t)P * nb * 16);
+        for (int64_t p = 0; p < P; ++p)
+            for (int ib = 0; ib < nb; ++ib) {
+                const size_t k = (size_t)p * nb + ib;
+                for (int h = 0; h < 2; ++h) {
+                    const int64_t c = 2 * p + h;
+                    const int8_t* qs = (const int8_t*)(q.data() + c * row_bytes + ib * blk + qs_at);
+                    std::memcpy(&y2[64 * k + 32 * h], qs, 32);
+                    for (int l = 0; l < 8; ++l) {
+                        da2[16 * k + 8 * h + l] = d[c * nb + ib];
+                        corr2[16 * k + 8 * h + l] = -offset * (qs[4 * l] + qs[4 * l + 1] + qs[4 * l + 2] + qs[4 * l + 3]);
+                    }
+                }
+            }
+    }
+
+    void attach(Job& j) const {
+        if (y2.empty()) return;
+        j.y2 = y2.data(), j.da2 = da2.data(), j.corr2 = corr2.data();
     }
 };
 
@@ -217,9 +254,10 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int64_t r_begin = std::min<int64_t>(N, ith * per), r_end = std::min<int64_t>(N, r_begin + per);
     if (r_begin >= r_end) return;
     thread_local QuantizedX qx;
-    qx.fill(w->type, (const char*)x->data, x->nb[1], K, M);
-    const Job j{(const char*)w->data, w->nb[1], (int)(K / ggml_blck_size(w->type)), (const char*)qx.q.data(), qx.row_bytes,
-                qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
+    qx.fill(w->type, (const char*)x->data, x->nb[1], K, M, best_isa());
+    Job j{(const char*)w->data, w->nb[1], (int)(K / ggml_blck_size(w->type)), (const char*)qx.q.data(), qx.row_bytes,
+          qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
+    qx.attach(j);
     run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, best_isa());
 }
 
@@ -255,9 +293,10 @@ bool mul_mat_q_host(ggml_type type, const void* w, int64_t K, int64_t N, const f
                     Isa isa) {
     if (!mul_mat_q_type_supported(type, K) || !mul_mat_q_isa_available(isa)) return false;
     QuantizedX qx;
-    qx.fill(type, (const char*)x, K * sizeof(float), K, M);
-    const Job j{(const char*)w, ggml_row_size(type, K), (int)(K / ggml_blck_size(type)), (const char*)qx.q.data(), qx.row_bytes,
-                qx.d.data(), qx.s.data(), y, (size_t)N};
+    qx.fill(type, (const char*)x, K * sizeof(float), K, M, isa);
+    Job j{(const char*)w, ggml_row_size(type, K), (int)(K / ggml_blck_size(type)), (const char*)qx.q.data(), qx.row_bytes,
+          qx.d.data(), qx.s.data(), y, (size_t)N};
+    qx.attach(j);
     run_type(type, j, 0, (int)N, (int)M, isa);
     return true;
 }

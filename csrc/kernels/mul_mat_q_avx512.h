@@ -4,6 +4,7 @@
 // fused multiply-add is written out, as in the kernel whose rounding it keeps.
 #pragma once
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "mul_mat_q_avx2.h"
@@ -12,10 +13,12 @@ namespace lanner::mmq {
 
 #ifdef LANNER_X86
 // AVX-512 (VNNI): the same arithmetic with two columns side by side in a 512-bit register. A
-// column's lanes hold what the AVX2 tile's 256-bit register holds: vpdpbusd's sums of four
-// u8 x s8 products equal maddubs + madd(1) exactly (no pair of products reaches int16's limit:
-// |w| <= 128, |y| <= 127), y is negated where w < 0 as vpsignb does (where w = 0 the product is 0
-// either way), and each column's float lanes take the same fused multiply-adds in block order.
+// column's lanes hold what the AVX2 tile's 256-bit register holds. Its int32 lanes are exact
+// sums of four products w * y (the AVX2 build's maddubs never saturates: |w| <= 128, |y| <=
+// 127), formed here as vpdpbusd of the unsigned bytes u = w + offset (the type's stored value:
+// Q4_0 nibble = w + 8, Q5_0 5 bits = w + 16, Q8_0 w xor 0x80 = w + 128; Q4_1 unsigned already)
+// and y, started from -offset x (the four y's sum), precomputed per column (PairedX): the same
+// integers. Each column's float lanes then take the same fused multiply-adds in block order.
 #define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*() and warn about it
 // (GCC bug 105593) once they are inlined here: not about this code.
@@ -23,9 +26,36 @@ namespace lanner::mmq {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-template <class W, class A, int R, int P>  // R rows x P column pairs
+// What the stored value adds to the weight value (u = w + offset).
+template <class W>
+constexpr int k_u8_offset = std::is_same<W, BlockQ8_0>::value   ? 128
+                            : std::is_same<W, BlockQ4_0>::value ? 8
+                            : std::is_same<W, BlockQ5_0>::value ? 16
+                                                                : 0;
+
+// A block's 32 stored values as unsigned bytes, in both 256-bit halves.
+LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ8_0& b) {
+    return _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)b.qs)),
+                            _mm512_set1_epi8((char)0x80));
+}
+LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ4_0& b) { return _mm512_broadcast_i64x4(nibbles_avx2(b.qs)); }
+LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ4_1& b) { return _mm512_broadcast_i64x4(nibbles_avx2(b.qs)); }
+LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ5_0& b) {
+    uint32_t h;
+    std::memcpy(&h, b.qh, 4);
+    // byte e: bit e of h, moved to bit 4 (see unpack_avx2)
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                               _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                 0x0101010101010101, 0x0000000000000000));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm512_broadcast_i64x4(_mm256_or_si256(nibbles_avx2(b.qs), _mm256_and_si256(set, _mm256_set1_epi8(16))));
+}
+
+template <class W, class A, int R, int P>  // R rows x P column pairs; c0 even (pair c0 / 2 first)
 LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
-    constexpr bool is_signed = !std::is_same<W, BlockQ4_1>::value;
+    constexpr bool is_q4_1 = std::is_same<W, BlockQ4_1>::value;
+    constexpr int offset = k_u8_offset<W>;
     __m512 acc[R][P];
     float summs[R][2 * P];
     for (int r = 0; r < R; ++r) {
@@ -33,40 +63,27 @@ LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
         for (int c = 0; c < 2 * P; ++c) summs[r][c] = 0.0f;
     }
     const W* wb[R];
-    const A* ab[2 * P];
-    const float* ad[2 * P];
     const float* as[2 * P];
     for (int r = 0; r < R; ++r) wb[r] = (const W*)(j.w + (r0 + r) * j.w_stride);
-    for (int c = 0; c < 2 * P; ++c) {
-        ab[c] = (const A*)(j.a + (c0 + c) * j.a_stride);
-        ad[c] = j.ad + (size_t)(c0 + c) * j.nb;
-        as[c] = is_signed ? nullptr : j.as + (size_t)(c0 + c) * j.nb;
-    }
+    for (int c = 0; c < 2 * P; ++c) as[c] = is_q4_1 ? j.as + (size_t)(c0 + c) * j.nb : nullptr;
+    const size_t pair0 = (size_t)(c0 / 2) * j.nb;  // index of pair c0/2's block 0
     for (int ib = 0; ib < j.nb; ++ib) {
         __m512i ax[R];
-        __mmask64 neg[R];
-        float dw[R];
+        __m512 dw[R];
         if (j.prefetch)
             for (int r = 0; r < R; ++r) _mm_prefetch((const char*)&wb[r][ib] + j.prefetch, _MM_HINT_T0);
-        for (int r = 0; r < R; ++r) {
-            const Unpacked u = unpack_avx2(wb[r][ib]);
-            ax[r] = _mm512_broadcast_i64x4(u.ax);
-            neg[r] = is_signed ? _mm512_movepi8_mask(_mm512_broadcast_i64x4(u.sx)) : 0;
-            dw[r] = h2f_avx2(wb[r][ib].d);
-        }
+        for (int r = 0; r < R; ++r) ax[r] = unpack_u8_512(wb[r][ib]), dw[r] = _mm512_set1_ps(h2f_avx2(wb[r][ib].d));
         for (int p = 0; p < P; ++p) {
-            const __m512i qy = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)ab[2 * p][ib].qs)),
-                _mm256_loadu_si256((const __m256i*)ab[2 * p + 1][ib].qs), 1);
-            const __m512 da = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(ad[2 * p][ib])),
-                                                 _mm256_set1_ps(ad[2 * p + 1][ib]), 1);
+            const size_t k = pair0 + (size_t)p * j.nb + ib;
+            const __m512i qy = _mm512_loadu_si512(j.y2 + 64 * k);
+            const __m512 da = _mm512_loadu_ps(j.da2 + 16 * k);
+            const __m512i start = offset ? _mm512_loadu_si512(j.corr2 + 16 * k) : _mm512_setzero_si512();
             for (int r = 0; r < R; ++r) {
-                const __m512i sy = is_signed ? _mm512_mask_sub_epi8(qy, neg[r], _mm512_setzero_si512(), qy) : qy;
-                const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[r], sy));
-                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(dw[r]), da), prod, acc[r][p]);
+                const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, ax[r], qy));
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], da), prod, acc[r][p]);
             }
         }
-        if constexpr (!is_signed)
+        if constexpr (is_q4_1)
             for (int r = 0; r < R; ++r) {
                 const float m = h2f_avx2(wb[r][ib].m);
                 for (int c = 0; c < 2 * P; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);

@@ -52,6 +52,11 @@ struct Job {
     float* y;             // Y[c][r] at y[c * y_stride + r]
     size_t y_stride;
     size_t prefetch = 0;  // a single column: fetch the weight bytes this far ahead into cache (0: none)
+    // Columns 2p, 2p+1 side by side, for the AVX-512 tiles (PairedX in mul_mat_q.cpp; null when
+    // not built): block ib of pair p at index p * nb + ib.
+    const int8_t* y2 = nullptr;    // [pairs][nb][64] the two columns' 32 quantized values
+    const float* da2 = nullptr;    // [pairs][nb][16] their block scales, 8 lanes each
+    const int32_t* corr2 = nullptr;  // [pairs][nb][16] -offset x the sums of 4 values per lane
 };
 
 }  // namespace lanner::mmq
