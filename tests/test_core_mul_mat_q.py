@@ -105,6 +105,29 @@ def test_q8_0_at_the_extremes(how):
     assert np.array_equal(_bits(got), _bits(ref))
 
 
+@pytest.mark.parametrize("how", ["avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K"])
+def test_k_quant_columns_at_the_edges_of_their_quantization(name, how):
+    """X's super-blocks of 256 quantized to Q8_K (the AVX-512 build quantizes them itself, as
+    ggml's reference does): an all-zero block, the largest magnitude twice with both signs (the
+    first sets the scale's sign), and products landing on .5 (round half to even)."""
+    if not core.mul_mat_q_isa_available(how):
+        pytest.skip(f"this CPU cannot run the {how} build")
+    rng = np.random.default_rng(9)
+    K, N, M = 1024, 8, 6
+    x = rng.uniform(-1, 1, (M, K)).astype(np.float32)
+    x[:, :256] = 0.0                        # block 0: zeros
+    x[:, 256 + 5], x[:, 256 + 9] = -3.0, 3.0  # block 1: -max first
+    x[:, 512 + 3], x[:, 512 + 200] = 2.0, -2.0
+    x[:, 768:] = (np.arange(256) % 7 - 3 + 0.5).astype(np.float32)  # block 3: iscale = -127 / 3.5
+    x[:, 768] = -127.0                      # now iscale = 1: every other value is k + 0.5
+    qt = int(getattr(Q, name))
+    w = _k_rows(rng, name, N, K)
+    ref = core.mul_mat_q_check(qt, w, x, "ggml", 1)
+    got = core.mul_mat_q_check(qt, w, x, how, 1)
+    assert np.array_equal(_bits(got), _bits(ref))
+
+
 @pytest.mark.parametrize("name", TYPES)
 def test_it_is_the_product_of_the_dequantized_weights(name):
     qt, w, x, wd = _case(name, 640, 48, 6, seed=3)

@@ -38,15 +38,16 @@ const Params* intern_params(const Params& p) {
 
 // ---- vector primitives, two builds of the same arithmetic --------------------------------------
 // dot: 4 accumulators of 8 lanes over steps of 32 (fma of exact f16 products), reduced as
-// (a0+a2)+(a1+a3), then lanes l_k+l_{k+4}, then (t0+t1)+(t2+t3). n % 32 == 0.
+// (a0+a2)+(a1+a3), then lanes l_k+l_{k+4}, then (t0+t1)+(t2+t3). n % 32 == 0. The query side comes
+// as f32 holding its f16 values (converted once per row, not per cell): the same products.
 
-float dot_f16_scalar(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+float dot_f16_scalar(const ggml_fp16_t* x, const float* y, int n) {
     float a[4][8] = {};
     for (int i = 0; i < n; i += 32)
         for (int j = 0; j < 4; ++j)
             for (int l = 0; l < 8; ++l) {
                 const int e = i + 8 * j + l;
-                a[j][l] = std::fma(ggml_fp16_to_fp32(x[e]), ggml_fp16_to_fp32(y[e]), a[j][l]);
+                a[j][l] = std::fma(ggml_fp16_to_fp32(x[e]), y[e], a[j][l]);
             }
     float x0[8], t[4];
     for (int l = 0; l < 8; ++l) x0[l] = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
@@ -63,13 +64,12 @@ void mad_f16_scalar(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {  // 
 }
 
 #ifdef LANNER_X86
-__attribute__((target("avx2,fma,f16c"))) float dot_f16_avx2(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+__attribute__((target("avx2,fma,f16c"))) float dot_f16_avx2(const ggml_fp16_t* x, const float* y, int n) {
     __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int i = 0; i < n; i += 32)
         for (int j = 0; j < 4; ++j) {
             const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(x + i + 8 * j)));
-            const __m256 vy = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(y + i + 8 * j)));
-            a[j] = _mm256_fmadd_ps(vx, vy, a[j]);
+            a[j] = _mm256_fmadd_ps(vx, _mm256_loadu_ps(y + i + 8 * j), a[j]);
         }
     const __m256 x0 = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
     const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
@@ -106,13 +106,12 @@ __attribute__((target("avx2,fma,f16c"))) void mad_f16_avx2(ggml_fp16_t* y, const
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-LANNER_AVX512 float dot_f16_avx512(const ggml_fp16_t* x, const ggml_fp16_t* y, int n) {
+LANNER_AVX512 float dot_f16_avx512(const ggml_fp16_t* x, const float* y, int n) {
     __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 32) {
-        a01 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i))),
-                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i))), a01);
-        a23 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i + 16))),
-                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(y + i + 16))), a23);
+        a01 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i))), _mm512_loadu_ps(y + i), a01);
+        a23 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(x + i + 16))), _mm512_loadu_ps(y + i + 16),
+                              a23);
     }
     const __m512 s = _mm512_add_ps(a01, a23);
     const __m256 x0 = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
@@ -152,7 +151,7 @@ const bool k_avx512 = false;
 
 // One build's primitives.
 struct Prims {
-    float (*dot)(const ggml_fp16_t* x, const ggml_fp16_t* y, int n);
+    float (*dot)(const ggml_fp16_t* x, const float* y, int n);  // y: f16 values held as f32
     void (*scale)(ggml_fp16_t* y, float v, int n);
     void (*mad)(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n);
 };
@@ -190,12 +189,13 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int n_units = T * n_head;
     const bool by_row = T >= 2 * nth;
     const int first = by_row ? ith * n_head : ith, step = by_row ? nth * n_head : nth;
-    std::vector<ggml_fp16_t> q16(hd_k), acc(hd_v);
+    std::vector<float> qf(hd_k);  // the query rounded to f16 (as ggml does), held as f32: converted once per row
+    std::vector<ggml_fp16_t> acc(hd_v);
     for (int u0 = first; u0 < n_units; u0 += step)
     for (int u = u0; u < std::min(n_units, u0 + (by_row ? n_head : 1)); ++u) {
         const int t = u / n_head, h = u % n_head, g = h / group;
         const float* qr = (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]);
-        for (int d = 0; d < hd_k; ++d) q16[d] = ggml_fp32_to_fp16(qr[d]);
+        for (int d = 0; d < hd_k; ++d) qf[d] = ggml_fp16_to_fp32(ggml_fp32_to_fp16(qr[d]));
         std::fill(acc.begin(), acc.end(), ggml_fp32_to_fp16(0.0f));
         const int32_t off = rows[3 * t], n = rows[3 * t + 1], skip = p.swa ? rows[3 * t + 2] : 0;
         float m = -INFINITY, s_sum = 0.0f;
@@ -203,7 +203,7 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
             const int64_t c = cells[j];
             const auto* kr = (const ggml_fp16_t*)((const char*)kc->data + c * kc->nb[1]) + (int64_t)g * hd_k;
             const auto* vr = (const ggml_fp16_t*)((const char*)vc->data + c * vc->nb[1]) + (int64_t)g * hd_v;
-            float s = f.dot(kr, q16.data(), hd_k) * p.scale;
+            float s = f.dot(kr, qf.data(), hd_k) * p.scale;
             if (p.softcap != 0.0f) s = p.softcap * tanhf(s);
             float ms = 1.0f, vs = 1.0f;
             if (s > m) {

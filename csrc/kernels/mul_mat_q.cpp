@@ -194,7 +194,12 @@ struct QuantizedX {
         s.resize(vt == GGML_TYPE_Q8_1 ? (size_t)nb * M : 0);
         for (int64_t c = 0; c < M; ++c) {
             uint8_t* qc = q.data() + c * row_bytes;
-            from_float((const float*)(x + c * x_stride), qc, K);
+#ifdef LANNER_X86
+            if (vt == GGML_TYPE_Q8_K && isa == Isa::avx512)  // ggml's is its scalar reference on x86
+                quantize_q8k_avx512((const float*)(x + c * x_stride), (BlockQ8K*)qc, K);
+            else
+#endif
+                from_float((const float*)(x + c * x_stride), qc, K);
             for (int ib = 0; ib < nb; ++ib) {
                 if (vt == GGML_TYPE_Q8_K) {
                     d[c * nb + ib] = ((const BlockQ8K*)qc + ib)->d;

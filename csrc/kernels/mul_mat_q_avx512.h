@@ -283,6 +283,50 @@ LANNER_AVX512 void tile_q6k_avx512(const Job& j, int r0, int c0) {
 }
 #pragma GCC diagnostic pop
 
+#pragma GCC diagnostic push  // see the first AVX-512 tile
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// X for the K-quants: ggml's quantize_row_q8_K_ref (what its from_float runs on x86) in 16
+// lanes, value for value: per super-block of 256, the first element of largest magnitude sets
+// iscale = -127 / it, each q = min(127, nearest_int(iscale * x)) by the same float operations
+// (a product, then + 1.5 * 2^23 whose low mantissa bits are the rounded integer), d = 1 / iscale,
+// bsums the exact sums of 16.
+LANNER_AVX512 inline void quantize_q8k_avx512(const float* x, BlockQ8K* y, int64_t k) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t ib = 0; ib < k / 256; ++ib, x += 256) {
+        BlockQ8K& b = y[ib];
+        __m512 mx = _mm512_setzero_ps();
+        for (int i = 0; i < 16; ++i) mx = _mm512_max_ps(mx, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * i)));
+        const float amax = _mm512_reduce_max_ps(mx);
+        if (amax == 0.0f) {  // as the reference: d 0, all zeros
+            std::memset(&b, 0, sizeof(b));
+            continue;
+        }
+        int first = 0;
+        for (int i = 0; i < 16; ++i) {
+            const __mmask16 at = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * i)),
+                                                    _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (at) {
+                first = 16 * i + __builtin_ctz(at);
+                break;
+            }
+        }
+        const float iscale = -127.0f / x[first];
+        const __m512 vs = _mm512_set1_ps(iscale), magic = _mm512_set1_ps(12582912.0f);
+        for (int i = 0; i < 16; ++i) {
+            const __m512 v = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * i)), magic);
+            const __m512i q = _mm512_min_epi32(
+                _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x007fffff)),
+                                 _mm512_set1_epi32(0x00400000)),
+                _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i*)(b.qs + 16 * i), _mm512_cvtepi32_epi8(q));
+            b.bsums[i] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        b.d = 1.0f / iscale;
+    }
+}
+#pragma GCC diagnostic pop
+
 constexpr int k_tile512k_rows = 2, k_tile512k_pairs = 4;  // K-quants: 2 rows x 8 columns
 
 // Rows r0.. (n_rows in 1..k_tile512k_rows) x columns c0.. (n_cols in 1..2 * k_tile512k_pairs)
