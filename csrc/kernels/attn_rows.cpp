@@ -63,6 +63,14 @@ void mad_f16_scalar(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n) {  // 
     for (int i = 0; i < n; ++i) y[i] = ggml_fp32_to_fp16(std::fma(ggml_fp16_to_fp32(x[i]), v, ggml_fp16_to_fp32(y[i])));
 }
 
+void round_f16_scalar(const float* x, float* y, int n) {
+    for (int i = 0; i < n; ++i) y[i] = ggml_fp16_to_fp32(ggml_fp32_to_fp16(x[i]));
+}
+
+void out_f16_scalar(const ggml_fp16_t* a, float v, float* y, int n) {
+    for (int i = 0; i < n; ++i) y[i] = ggml_fp16_to_fp32(a[i]) * v;
+}
+
 #ifdef LANNER_X86
 __attribute__((target("avx2,fma,f16c"))) float dot_f16_avx2(const ggml_fp16_t* x, const float* y, int n) {
     __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -141,6 +149,18 @@ LANNER_AVX512 void mad_f16_avx512(ggml_fp16_t* y, const ggml_fp16_t* x, float v,
 }
 #pragma GCC diagnostic pop
 
+// n % 8 == 0; F16C rounds to nearest even, as ggml's conversions
+__attribute__((target("avx2,fma,f16c"))) void round_f16_avx2(const float* x, float* y, int n) {
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), 0)));
+}
+
+__attribute__((target("avx2,fma,f16c"))) void out_f16_avx2(const ggml_fp16_t* a, float v, float* y, int n) {
+    const __m256 vv = _mm256_set1_ps(v);
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i))), vv));
+}
+
 const bool k_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 const bool k_avx512 = k_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
@@ -154,15 +174,17 @@ struct Prims {
     float (*dot)(const ggml_fp16_t* x, const float* y, int n);  // y: f16 values held as f32
     void (*scale)(ggml_fp16_t* y, float v, int n);
     void (*mad)(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n);
+    void (*round)(const float* x, float* y, int n);               // y = f32(f16(x))
+    void (*out)(const ggml_fp16_t* a, float v, float* y, int n);  // y = f32(a) * v
 };
 
 // The widest build the CPU runs; LANNER_ATTN_ISA=avx2 or scalar picks a narrower one (read at
 // each op call, for tests and comparisons).
 const Prims& prims() {
-    static const Prims scalar{dot_f16_scalar, scale_f16_scalar, mad_f16_scalar};
+    static const Prims scalar{dot_f16_scalar, scale_f16_scalar, mad_f16_scalar, round_f16_scalar, out_f16_scalar};
 #ifdef LANNER_X86
-    static const Prims avx2{dot_f16_avx2, scale_f16_avx2, mad_f16_avx2};
-    static const Prims avx512{dot_f16_avx512, scale_f16_avx512, mad_f16_avx512};
+    static const Prims avx2{dot_f16_avx2, scale_f16_avx2, mad_f16_avx2, round_f16_avx2, out_f16_avx2};
+    static const Prims avx512{dot_f16_avx512, scale_f16_avx512, mad_f16_avx512, round_f16_avx2, out_f16_avx2};
     const char* e = std::getenv("LANNER_ATTN_ISA");
     const std::string want = e ? e : "";
     if (want == "scalar") return scalar;
@@ -195,7 +217,7 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     for (int u = u0; u < std::min(n_units, u0 + (by_row ? n_head : 1)); ++u) {
         const int t = u / n_head, h = u % n_head, g = h / group;
         const float* qr = (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]);
-        for (int d = 0; d < hd_k; ++d) qf[d] = ggml_fp16_to_fp32(ggml_fp32_to_fp16(qr[d]));
+        f.round(qr, qf.data(), hd_k);
         std::fill(acc.begin(), acc.end(), ggml_fp32_to_fp16(0.0f));
         const int32_t off = rows[3 * t], n = rows[3 * t + 1], skip = p.swa ? rows[3 * t + 2] : 0;
         float m = -INFINITY, s_sum = 0.0f;
@@ -220,7 +242,7 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
         }
         const float inv = s_sum == 0.0f ? 0.0f : 1.0f / s_sum;
         float* out = (float*)((char*)dst->data + h * dst->nb[1] + t * dst->nb[2]);
-        for (int d = 0; d < hd_v; ++d) out[d] = ggml_fp16_to_fp32(acc[d]) * inv;
+        f.out(acc.data(), inv, out, hd_v);
     }
 }
 

@@ -146,11 +146,11 @@ template <int R, int P>
 LANNER_AVX512 void tile_q4k_avx512(const Job& j, int r0, int c0) {
     constexpr int C = 2 * P;
     const __m256i m4 = _mm256_set1_epi8(15);
-    __m512 acc[R][P];
-    __m128 acc_m[R][C];
+    constexpr int G = (C + 3) / 4;  // the mins' term: 4 lanes per column, 4 columns per register
+    __m512 acc[R][P], acc_m[R][G];
     for (int r = 0; r < R; ++r) {
         for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
-        for (int c = 0; c < C; ++c) acc_m[r][c] = _mm_setzero_ps();
+        for (int g = 0; g < G; ++g) acc_m[r][g] = _mm512_setzero_ps();
     }
     const BlockQ4K* wb[R];
     const BlockQ8K* ab[C];
@@ -185,18 +185,29 @@ LANNER_AVX512 void tile_q4k_avx512(const Job& j, int r0, int c0) {
                 }
             }
         }
-        __m128i q8s[C];  // the columns' sums of 32, as the AVX2 tile forms them
-        for (int c = 0; c < C; ++c) {
-            const __m256i bs = _mm256_loadu_si256((const __m256i*)ab[c][ib].bsums);
-            q8s[c] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        // the columns' sums of 32 as the AVX2 tile forms them (8 int16 each), 4 columns per
+        // register, and their -dy in the same 4-lane groups (0 past the last column)
+        __m512i q8s[G];
+        __m512 neg_dy[G];
+        for (int g = 0; g < G; ++g) {
+            alignas(64) int16_t qv[32] = {};
+            alignas(64) float dv[16] = {};
+            for (int k = 0; k < 4 && 4 * g + k < C; ++k) {
+                const BlockQ8K& b = ab[4 * g + k][ib];
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)b.bsums);
+                _mm_store_si128((__m128i*)(qv + 8 * k),
+                                _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+                for (int l = 0; l < 4; ++l) dv[4 * k + l] = -b.d;
+            }
+            q8s[g] = _mm512_load_si512(qv);
+            neg_dy[g] = _mm512_load_ps(dv);
         }
         for (int r = 0; r < R; ++r) {
-            const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)mn[r]));
+            const __m512i mins = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)mn[r])));
             const float dx = h2f_avx2(wb[r][ib].d), mx = h2f_avx2(wb[r][ib].dmin);
-            for (int c = 0; c < C; ++c) {
-                const float dy = ab[c][ib].d;
-                acc_m[r][c] = _mm_fmadd_ps(_mm_set1_ps(-dy * mx), _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s[c])), acc_m[r][c]);
-            }
+            for (int g = 0; g < G; ++g)  // lanes: (-dy) * mx, as the AVX2 tile's -dy * mx
+                acc_m[r][g] = _mm512_fmadd_ps(_mm512_mul_ps(neg_dy[g], _mm512_set1_ps(mx)),
+                                              _mm512_cvtepi32_ps(_mm512_madd_epi16(mins, q8s[g])), acc_m[r][g]);
             for (int p = 0; p < P; ++p) {
                 const __m512 d = pair_set(ab[2 * p][ib].d * dx, ab[2 * p + 1][ib].d * dx);
                 acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[r][p]), acc[r][p]);
@@ -206,7 +217,10 @@ LANNER_AVX512 void tile_q4k_avx512(const Job& j, int r0, int c0) {
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c) {
             const __m256 a = c & 1 ? _mm512_extractf32x8_ps(acc[r][c / 2], 1) : _mm512_castps512_ps256(acc[r][c / 2]);
-            __m128 m = _mm_add_ps(acc_m[r][c], _mm_movehl_ps(acc_m[r][c], acc_m[r][c]));
+            alignas(64) float mv[16];
+            _mm512_store_ps(mv, acc_m[r][c / 4]);
+            const __m128 am = _mm_load_ps(mv + 4 * (c % 4));
+            __m128 m = _mm_add_ps(am, _mm_movehl_ps(am, am));
             m = _mm_add_ss(m, _mm_movehdup_ps(m));
             j.y[(c0 + c) * j.y_stride + r0 + r] = hsum8_avx2(a) + _mm_cvtss_f32(m);
         }

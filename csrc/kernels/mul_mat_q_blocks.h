@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "ggml.h"
 
@@ -26,16 +27,19 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(Block
               sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ4K) == 144 &&
               sizeof(BlockQ8K) == 292 && sizeof(BlockQ6K) == 210, "ggml block layouts");
 
-// The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes).
+// The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes b):
+// sc[0..3] = b[0..3] & 63, mn[0..3] = b[4..7] & 63, and for k = 4..7 the low 4 bits from
+// b[k+4] (sc: low nibble, mn: high nibble) with the high 2 bits from the top bits of b[k-4]
+// (sc) or b[k] (mn). Done 4 bytes at a time: a word shifted right by 2 brings each byte's top
+// 2 bits to its bits 4-5.
 inline void q4k_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
-    for (int j = 0; j < 8; ++j) {
-        if (j < 4) {
-            sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
-        } else {
-            sc[j] = (uint8_t)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
-            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-        }
-    }
+    uint32_t w[3];
+    std::memcpy(w, q, 12);
+    const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, b45 = 0x30303030;
+    const uint32_t s[2] = {w[0] & lo6, (w[2] & lo4) | ((w[0] >> 2) & b45)};
+    const uint32_t m[2] = {w[1] & lo6, ((w[2] >> 4) & lo4) | ((w[1] >> 2) & b45)};
+    std::memcpy(sc, s, 8);
+    std::memcpy(mn, m, 8);
 }
 
 inline float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t)h); }
