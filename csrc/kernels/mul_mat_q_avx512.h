@@ -310,7 +310,9 @@ LANNER_AVX512 inline void quantize_q8k_avx512(const float* x, BlockQ8K* y, int64
     for (int64_t ib = 0; ib < k / 256; ++ib, x += 256) {
         BlockQ8K& b = y[ib];
         __m512 mx = _mm512_setzero_ps();
-        for (int i = 0; i < 16; ++i) mx = _mm512_max_ps(mx, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * i)));
+        // max(|x|, mx) keeps mx where |x| is NaN (the second operand wins), as the reference's
+        // `if (ax > amax)` skips NaNs
+        for (int i = 0; i < 16; ++i) mx = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * i)), mx);
         const float amax = _mm512_reduce_max_ps(mx);
         if (amax == 0.0f) {  // as the reference: d 0, all zeros
             std::memset(&b, 0, sizeof(b));
