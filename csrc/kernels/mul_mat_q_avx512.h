@@ -57,15 +57,14 @@ LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
     constexpr bool is_q4_1 = std::is_same<W, BlockQ4_1>::value;
     constexpr int offset = k_u8_offset<W>;
     __m512 acc[R][P];
-    float summs[R][2 * P];
+    __m256 summs[R];  // Q4_1's min term: lane c = column c0 + c, the AVX2 tile's scalar chain per lane
     for (int r = 0; r < R; ++r) {
         for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
-        for (int c = 0; c < 2 * P; ++c) summs[r][c] = 0.0f;
+        summs[r] = _mm256_setzero_ps();
     }
     const W* wb[R];
-    const float* as[2 * P];
     for (int r = 0; r < R; ++r) wb[r] = (const W*)(j.w + (r0 + r) * j.w_stride);
-    for (int c = 0; c < 2 * P; ++c) as[c] = is_q4_1 ? j.as + (size_t)(c0 + c) * j.nb : nullptr;
+    const __mmask8 cols = (__mmask8)((1u << (2 * P)) - 1);
     const size_t pair0 = (size_t)(c0 / 2) * j.nb;  // index of pair c0/2's block 0
     for (int ib = 0; ib < j.nb; ++ib) {
         __m512i ax[R];
@@ -83,18 +82,19 @@ LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
                 acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], da), prod, acc[r][p]);
             }
         }
-        if constexpr (is_q4_1)
-            for (int r = 0; r < R; ++r) {
-                const float m = h2f_avx2(wb[r][ib].m);
-                for (int c = 0; c < 2 * P; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
-            }
-    }
-    for (int p = 0; p < P; ++p)
-        for (int r = 0; r < R; ++r) {
-            j.y[(c0 + 2 * p) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_castps512_ps256(acc[r][p])) + summs[r][2 * p];
-            j.y[(c0 + 2 * p + 1) * j.y_stride + r0 + r] =
-                hsum8_avx2(_mm512_extractf32x8_ps(acc[r][p], 1)) + summs[r][2 * p + 1];
+        if constexpr (is_q4_1) {
+            const __m256 as = _mm256_maskz_loadu_ps(cols, j.as_t + (size_t)ib * j.as_t_stride + c0);
+            for (int r = 0; r < R; ++r) summs[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(wb[r][ib].m)), as, summs[r]);
         }
+    }
+    for (int r = 0; r < R; ++r) {
+        alignas(32) float sm[8];
+        _mm256_store_ps(sm, summs[r]);
+        for (int p = 0; p < P; ++p) {
+            j.y[(c0 + 2 * p) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_castps512_ps256(acc[r][p])) + sm[2 * p];
+            j.y[(c0 + 2 * p + 1) * j.y_stride + r0 + r] = hsum8_avx2(_mm512_extractf32x8_ps(acc[r][p], 1)) + sm[2 * p + 1];
+        }
+    }
 }
 
 constexpr int k_tile512_rows = 4, k_tile512_pairs = 4;  // 4 rows x 8 columns: 16 accumulators
