@@ -169,29 +169,83 @@ const bool k_avx2 = false;
 const bool k_avx512 = false;
 #endif
 
-// One build's primitives.
-struct Prims {
-    float (*dot)(const ggml_fp16_t* x, const float* y, int n);  // y: f16 values held as f32
-    void (*scale)(ggml_fp16_t* y, float v, int n);
-    void (*mad)(ggml_fp16_t* y, const ggml_fp16_t* x, float v, int n);
-    void (*round)(const float* x, float* y, int n);               // y = f32(f16(x))
-    void (*out)(const ggml_fp16_t* a, float v, float* y, int n);  // y = f32(a) * v
+// One query row and head: its inputs and scratch (attn_rows_unit.inc).
+struct Unit {
+    const Params* p;
+    const float* q;         // [hd_k]
+    const char* k;          // the row's KV head in cell 0 of the K cache; cell c at k + c * k_stride
+    size_t k_stride;
+    const char* v;
+    size_t v_stride;
+    const int32_t* cells;   // visible cells: cells[j0 .. j1)
+    int j0, j1, hd_k, hd_v;
+    float* qf;              // [hd_k] scratch: the query's f16 values
+    ggml_fp16_t* acc;       // [hd_v] scratch: the f16 accumulator
+    float* out;             // [hd_v]
 };
+
+#define LANNER_UNIT_FN unit_scalar
+#define LANNER_UNIT_TARGET
+#define LANNER_DOT dot_f16_scalar
+#define LANNER_SCALE scale_f16_scalar
+#define LANNER_MAD mad_f16_scalar
+#define LANNER_ROUND round_f16_scalar
+#define LANNER_OUT out_f16_scalar
+#include "attn_rows_unit.inc"
+#undef LANNER_UNIT_FN
+#undef LANNER_UNIT_TARGET
+#undef LANNER_DOT
+#undef LANNER_SCALE
+#undef LANNER_MAD
+#undef LANNER_ROUND
+#undef LANNER_OUT
+
+#ifdef LANNER_X86
+#define LANNER_UNIT_FN unit_avx2
+#define LANNER_UNIT_TARGET __attribute__((target("avx2,fma,f16c")))
+#define LANNER_DOT dot_f16_avx2
+#define LANNER_SCALE scale_f16_avx2
+#define LANNER_MAD mad_f16_avx2
+#define LANNER_ROUND round_f16_avx2
+#define LANNER_OUT out_f16_avx2
+#include "attn_rows_unit.inc"
+#undef LANNER_UNIT_FN
+#undef LANNER_UNIT_TARGET
+#undef LANNER_DOT
+#undef LANNER_SCALE
+#undef LANNER_MAD
+
+#define LANNER_UNIT_FN unit_avx512
+#define LANNER_UNIT_TARGET LANNER_AVX512
+#define LANNER_DOT dot_f16_avx512
+#define LANNER_SCALE scale_f16_avx512
+#define LANNER_MAD mad_f16_avx512
+#pragma GCC diagnostic push  // GCC 12's AVX-512 headers: see mul_mat_q_avx512.h
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "attn_rows_unit.inc"
+#pragma GCC diagnostic pop
+#undef LANNER_UNIT_FN
+#undef LANNER_UNIT_TARGET
+#undef LANNER_DOT
+#undef LANNER_SCALE
+#undef LANNER_MAD
+#undef LANNER_ROUND
+#undef LANNER_OUT
+#endif
 
 // The widest build the CPU runs; LANNER_ATTN_ISA=avx2 or scalar picks a narrower one (read at
 // each op call, for tests and comparisons).
-const Prims& prims() {
-    static const Prims scalar{dot_f16_scalar, scale_f16_scalar, mad_f16_scalar, round_f16_scalar, out_f16_scalar};
+using UnitFn = void (*)(const Unit&);
+UnitFn unit_fn() {
 #ifdef LANNER_X86
-    static const Prims avx2{dot_f16_avx2, scale_f16_avx2, mad_f16_avx2, round_f16_avx2, out_f16_avx2};
-    static const Prims avx512{dot_f16_avx512, scale_f16_avx512, mad_f16_avx512, round_f16_avx2, out_f16_avx2};
     const char* e = std::getenv("LANNER_ATTN_ISA");
     const std::string want = e ? e : "";
-    if (want == "scalar") return scalar;
-    if (k_avx512 && want != "avx2") return avx512;
-    if (k_avx2) return avx2;
+    if (want == "scalar") return unit_scalar;
+    if (k_avx512 && want != "avx2") return unit_avx512;
+    if (k_avx2) return unit_avx2;
 #endif
-    return scalar;
+    return unit_scalar;
 }
 
 // ---- the op ------------------------------------------------------------------------------------
@@ -204,7 +258,7 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int32_t* rows = (const int32_t*)dst->src[4]->data;
     const int hd_k = (int)q->ne[0], n_head = (int)q->ne[1], T = (int)q->ne[2], hd_v = (int)dst->ne[0];
     const int group = n_head / p.n_head_kv;
-    const Prims& f = prims();
+    const UnitFn attend = unit_fn();
     // Work units: (row, head) pairs. A prompt's later rows see more cells, so contiguous ranges
     // of rows would give the last thread most of the work: with rows enough, whole rows (their
     // heads share K/V reads) are dealt round-robin; else (a decode step) the pairs are.
@@ -216,33 +270,14 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     for (int u0 = first; u0 < n_units; u0 += step)
     for (int u = u0; u < std::min(n_units, u0 + (by_row ? n_head : 1)); ++u) {
         const int t = u / n_head, h = u % n_head, g = h / group;
-        const float* qr = (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]);
-        f.round(qr, qf.data(), hd_k);
-        std::fill(acc.begin(), acc.end(), ggml_fp32_to_fp16(0.0f));
         const int32_t off = rows[3 * t], n = rows[3 * t + 1], skip = p.swa ? rows[3 * t + 2] : 0;
-        float m = -INFINITY, s_sum = 0.0f;
-        for (int j = off + skip; j < off + n; ++j) {
-            const int64_t c = cells[j];
-            const auto* kr = (const ggml_fp16_t*)((const char*)kc->data + c * kc->nb[1]) + (int64_t)g * hd_k;
-            const auto* vr = (const ggml_fp16_t*)((const char*)vc->data + c * vc->nb[1]) + (int64_t)g * hd_v;
-            float s = f.dot(kr, qf.data(), hd_k) * p.scale;
-            if (p.softcap != 0.0f) s = p.softcap * tanhf(s);
-            float ms = 1.0f, vs = 1.0f;
-            if (s > m) {
-                const float m_old = m;
-                m = s;
-                ms = expf(m_old - m);
-                f.scale(acc.data(), ms, hd_v);
-            } else {
-                vs = expf(s - m);
-            }
-            f.mad(acc.data(), vr, vs, hd_v);
-            const float kept = s_sum * ms;
-            s_sum = kept + vs;
-        }
-        const float inv = s_sum == 0.0f ? 0.0f : 1.0f / s_sum;
-        float* out = (float*)((char*)dst->data + h * dst->nb[1] + t * dst->nb[2]);
-        f.out(acc.data(), inv, out, hd_v);
+        const Unit unit{&p,
+                        (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]),
+                        (const char*)kc->data + (int64_t)g * hd_k * sizeof(ggml_fp16_t), kc->nb[1],
+                        (const char*)vc->data + (int64_t)g * hd_v * sizeof(ggml_fp16_t), vc->nb[1],
+                        cells, off + skip, off + n, hd_k, hd_v, qf.data(), acc.data(),
+                        (float*)((char*)dst->data + h * dst->nb[1] + t * dst->nb[2])};
+        attend(unit);
     }
 }
 
