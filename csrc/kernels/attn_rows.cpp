@@ -169,6 +169,8 @@ const bool k_avx2 = false;
 const bool k_avx512 = false;
 #endif
 
+constexpr int k_heads_max = 4;  // heads of one KV head attended together (attn_rows_unit.inc)
+
 // One query row and head: its inputs and scratch (attn_rows_unit.inc).
 struct Unit {
     const Params* p;
@@ -236,7 +238,7 @@ struct Unit {
 
 // The widest build the CPU runs; LANNER_ATTN_ISA=avx2 or scalar picks a narrower one (read at
 // each op call, for tests and comparisons).
-using UnitFn = void (*)(const Unit&);
+using UnitFn = void (*)(const Unit* units, int nh);
 UnitFn unit_fn() {
 #ifdef LANNER_X86
     const char* e = std::getenv("LANNER_ATTN_ISA");
@@ -265,19 +267,35 @@ void attn_rows_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int n_units = T * n_head;
     const bool by_row = T >= 2 * nth;
     const int first = by_row ? ith * n_head : ith, step = by_row ? nth * n_head : nth;
-    std::vector<float> qf(hd_k);  // the query rounded to f16 (as ggml does), held as f32: converted once per row
-    std::vector<ggml_fp16_t> acc(hd_v);
-    for (int u0 = first; u0 < n_units; u0 += step)
-    for (int u = u0; u < std::min(n_units, u0 + (by_row ? n_head : 1)); ++u) {
-        const int t = u / n_head, h = u % n_head, g = h / group;
+    // scratch per head of a group: the query rounded to f16 (as ggml does) held as f32, converted
+    // once per row; the f16 accumulator
+    std::vector<float> qf((size_t)k_heads_max * hd_k);
+    std::vector<ggml_fp16_t> acc((size_t)k_heads_max * hd_v);
+    Unit units[k_heads_max];
+    auto unit = [&](int t, int h, int k) {  // row t, head h, scratch slot k
+        const int g = h / group;
         const int32_t off = rows[3 * t], n = rows[3 * t + 1], skip = p.swa ? rows[3 * t + 2] : 0;
-        const Unit unit{&p,
+        units[k] = Unit{&p,
                         (const float*)((const char*)q->data + h * q->nb[1] + t * q->nb[2]),
                         (const char*)kc->data + (int64_t)g * hd_k * sizeof(ggml_fp16_t), kc->nb[1],
                         (const char*)vc->data + (int64_t)g * hd_v * sizeof(ggml_fp16_t), vc->nb[1],
-                        cells, off + skip, off + n, hd_k, hd_v, qf.data(), acc.data(),
+                        cells, off + skip, off + n, hd_k, hd_v, qf.data() + (size_t)k * hd_k,
+                        acc.data() + (size_t)k * hd_v,
                         (float*)((char*)dst->data + h * dst->nb[1] + t * dst->nb[2])};
-        attend(unit);
+    };
+    for (int u0 = first; u0 < n_units; u0 += step) {
+        if (!by_row) {  // one (row, head) pair
+            unit(u0 / n_head, u0 % n_head, 0);
+            attend(units, 1);
+            continue;
+        }
+        const int t = u0 / n_head;  // a whole row: its heads by KV head, up to k_heads_max at once
+        for (int h0 = 0; h0 < n_head; h0 += group)
+            for (int c = h0; c < h0 + group; c += k_heads_max) {
+                const int nh = std::min(k_heads_max, h0 + group - c);
+                for (int k = 0; k < nh; ++k) unit(t, c + k, k);
+                attend(units, nh);
+            }
     }
 }
 
