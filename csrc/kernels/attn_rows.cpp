@@ -194,13 +194,6 @@ struct Unit {
 #define LANNER_ROUND round_f16_scalar
 #define LANNER_OUT out_f16_scalar
 #include "attn_rows_unit.inc"
-#undef LANNER_UNIT_FN
-#undef LANNER_UNIT_TARGET
-#undef LANNER_DOT
-#undef LANNER_SCALE
-#undef LANNER_MAD
-#undef LANNER_ROUND
-#undef LANNER_OUT
 
 #ifdef LANNER_X86
 #define LANNER_UNIT_FN unit_avx2
@@ -211,29 +204,19 @@ struct Unit {
 #define LANNER_ROUND round_f16_avx2
 #define LANNER_OUT out_f16_avx2
 #include "attn_rows_unit.inc"
-#undef LANNER_UNIT_FN
-#undef LANNER_UNIT_TARGET
-#undef LANNER_DOT
-#undef LANNER_SCALE
-#undef LANNER_MAD
 
 #define LANNER_UNIT_FN unit_avx512
 #define LANNER_UNIT_TARGET LANNER_AVX512
 #define LANNER_DOT dot_f16_avx512
 #define LANNER_SCALE scale_f16_avx512
 #define LANNER_MAD mad_f16_avx512
+#define LANNER_ROUND round_f16_avx2
+#define LANNER_OUT out_f16_avx2
 #pragma GCC diagnostic push  // GCC 12's AVX-512 headers: see mul_mat_q_avx512.h
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "attn_rows_unit.inc"
 #pragma GCC diagnostic pop
-#undef LANNER_UNIT_FN
-#undef LANNER_UNIT_TARGET
-#undef LANNER_DOT
-#undef LANNER_SCALE
-#undef LANNER_MAD
-#undef LANNER_ROUND
-#undef LANNER_OUT
 #endif
 
 // The widest build the CPU runs; LANNER_ATTN_ISA=avx2 or scalar picks a narrower one (read at

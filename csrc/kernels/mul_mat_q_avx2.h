@@ -4,6 +4,7 @@
 // fused multiply-add is written out, as in the kernel whose rounding it keeps.
 #pragma once
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "mul_mat_q_blocks.h"
@@ -41,15 +42,19 @@ LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ4_1& b) {
     const __m256i q = nibbles_avx2(b.qs);
     return {q, q};
 }
-LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ5_0& b) {
+// Q5_0's fifth bits: byte e = 0xFF where bit e of qh is set (the 4 bytes of qh spread over 8
+// bytes each, one bit tested per byte).
+LANNER_AVX2 inline __m256i q5_high_avx2(const BlockQ5_0& b) {
     uint32_t h;
     std::memcpy(&h, b.qh, 4);
-    // byte e = 0xFF where bit e of h is set: spread the 4 bytes of h over 8 bytes each, test one bit per byte
     const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
                                                _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
                                                                  0x0101010101010101, 0x0000000000000000));
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+LANNER_AVX2 inline Unpacked unpack_avx2(const BlockQ5_0& b) {
+    const __m256i set = q5_high_avx2(b);
     // q - 16 where the bit is clear, q where set: or-in 0xF0 where clear (two's complement)
     const __m256i q = _mm256_or_si256(nibbles_avx2(b.qs), _mm256_andnot_si256(set, _mm256_set1_epi8((char)0xF0)));
     return signed_avx2(q);

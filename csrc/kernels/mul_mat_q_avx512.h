@@ -40,16 +40,9 @@ LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ8_0& b) {
 }
 LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ4_0& b) { return _mm512_broadcast_i64x4(nibbles_avx2(b.qs)); }
 LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ4_1& b) { return _mm512_broadcast_i64x4(nibbles_avx2(b.qs)); }
-LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ5_0& b) {
-    uint32_t h;
-    std::memcpy(&h, b.qh, 4);
-    // byte e: bit e of h, moved to bit 4 (see unpack_avx2)
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
-                                               _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                                                 0x0101010101010101, 0x0000000000000000));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-    return _mm512_broadcast_i64x4(_mm256_or_si256(nibbles_avx2(b.qs), _mm256_and_si256(set, _mm256_set1_epi8(16))));
+LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ5_0& b) {  // nibble | fifth bit << 4
+    const __m256i high = _mm256_and_si256(q5_high_avx2(b), _mm256_set1_epi8(16));
+    return _mm512_broadcast_i64x4(_mm256_or_si256(nibbles_avx2(b.qs), high));
 }
 
 template <class W, class A, int R, int P>  // R rows x P column pairs; c0 even (pair c0 / 2 first)
