@@ -215,6 +215,11 @@ struct QuantizedX {
         m_cols = M;
         const bool k_quant = w_type == GGML_TYPE_Q4_K || w_type == GGML_TYPE_Q6_K;  // their tiles read columns as they are
         if (M >= 2 && isa == Isa::avx512 && !k_quant) pair(w_type, nb, M);
+        if (M >= 2 && isa != Isa::scalar && vt == GGML_TYPE_Q8_1) {  // Q4_1: the sums by block, then
+            s_t.assign((size_t)nb * M + 8, 0.0f);                      // column (+ slack for wide loads)
+            for (int64_t c = 0; c < M; ++c)
+                for (int ib = 0; ib < nb; ++ib) s_t[(size_t)ib * M + c] = s[c * nb + ib];
+        }
     }
 
     // The AVX-512 tiles' inputs (Job::y2, da2, corr2): columns 2p, 2p+1 side by side per block.
@@ -229,11 +234,6 @@ struct QuantizedX {
         const bool q8_1 = w_type == GGML_TYPE_Q4_1;  // its dot type: Q8_1 (d, s, qs); else Q8_0 (d, qs)
         const size_t blk = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0), qs_at = q8_1 ? 4 : 2;
         const int offset = w_type == GGML_TYPE_Q8_0 ? 128 : w_type == GGML_TYPE_Q4_0 ? 8 : w_type == GGML_TYPE_Q5_0 ? 16 : 0;
-        if (q8_1) {  // the Q8_1 sums by block, then column (+ 8 columns of slack for masked loads)
-            s_t.assign((size_t)nb * M + 8, 0.0f);
-            for (int64_t c = 0; c < M; ++c)
-                for (int ib = 0; ib < nb; ++ib) s_t[(size_t)ib * M + c] = s[c * nb + ib];
-        }
         y2.resize((size_t)P * nb * 64);
         da2.resize((size_t)P * nb * 16);
         corr2.resize((size_t)P * nb * 16);
@@ -253,9 +253,9 @@ struct QuantizedX {
     }
 
     void attach(Job& j) const {
+        if (!s_t.empty()) j.as_t = s_t.data(), j.as_t_stride = (size_t)m_cols;
         if (y2.empty()) return;
         j.y2 = y2.data(), j.da2 = da2.data(), j.corr2 = corr2.data();
-        if (!s_t.empty()) j.as_t = s_t.data(), j.as_t_stride = (size_t)m_cols;
     }
 };
 

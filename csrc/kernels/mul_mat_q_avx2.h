@@ -74,9 +74,12 @@ LANNER_AVX2 void tile_avx2(const Job& j, int r0, int c0) {
     constexpr bool is_signed = !std::is_same<W, BlockQ4_1>::value;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[R][C];
-    float summs[R][C];
-    for (int r = 0; r < R; ++r)
+    float summs[R][C];  // Q4_1's min term, one fma chain per output (4 lanes per row below when
+    __m128 summs_v[R];  // the columns come transposed: Job::as_t)
+    for (int r = 0; r < R; ++r) {
+        summs_v[r] = _mm_setzero_ps();
         for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps(), summs[r][c] = 0.0f;
+    }
     const W* wb[R];
     const A* ab[C];
     const float* ad[C];
@@ -102,12 +105,24 @@ LANNER_AVX2 void tile_avx2(const Job& j, int r0, int c0) {
                 acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), p, acc[r][c]);
             }
         }
-        if constexpr (!is_signed)
-            for (int r = 0; r < R; ++r) {
-                const float m = h2f_avx2(wb[r][ib].m);
-                for (int c = 0; c < C; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
+        if constexpr (!is_signed) {
+            if (C >= 2 && j.as_t) {  // the columns' chains side by side, lane c = column c0 + c
+                const __m128 asv = _mm_loadu_ps(j.as_t + (size_t)ib * j.as_t_stride + c0);  // (slack past M)
+                for (int r = 0; r < R; ++r) summs_v[r] = _mm_fmadd_ps(_mm_set1_ps(h2f_avx2(wb[r][ib].m)), asv, summs_v[r]);
+            } else {
+                for (int r = 0; r < R; ++r) {
+                    const float m = h2f_avx2(wb[r][ib].m);
+                    for (int c = 0; c < C; ++c) summs[r][c] = std::fma(m, as[c][ib], summs[r][c]);
+                }
             }
+        }
     }
+    if (!is_signed && C >= 2 && j.as_t)
+        for (int r = 0; r < R; ++r) {
+            alignas(16) float sv[4];
+            _mm_store_ps(sv, summs_v[r]);
+            for (int c = 0; c < C; ++c) summs[r][c] = sv[c];
+        }
     for (int c = 0; c < C; ++c)
         for (int r = 0; r < R; ++r) j.y[(c0 + c) * j.y_stride + r0 + r] = hsum8_avx2(acc[r][c]) + summs[r][c];
 }
