@@ -211,7 +211,7 @@ struct QuantizedX {
                 }
             }
         }
-        y2.clear(), da2.clear(), corr2.clear(), s_t.clear();
+        y2.clear(), corr2.clear(), s_t.clear();
         m_cols = M;
         const bool k_quant = w_type == GGML_TYPE_Q4_K || w_type == GGML_TYPE_Q6_K;  // their tiles read columns as they are
         if (M >= 2 && isa == Isa::avx512 && !k_quant) pair(w_type, nb, M);
@@ -222,9 +222,8 @@ struct QuantizedX {
         }
     }
 
-    // The AVX-512 tiles' inputs (Job::y2, da2, corr2): columns 2p, 2p+1 side by side per block.
+    // The AVX-512 tiles' inputs (Job::y2, corr2): columns 2p, 2p+1 side by side per block.
     std::vector<int8_t> y2;
-    std::vector<float> da2;
     std::vector<int32_t> corr2;
     std::vector<float> s_t;  // Q4_1: s transposed (Job::as_t)
     int64_t m_cols = 0;
@@ -235,8 +234,7 @@ struct QuantizedX {
         const size_t blk = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0), qs_at = q8_1 ? 4 : 2;
         const int offset = w_type == GGML_TYPE_Q8_0 ? 128 : w_type == GGML_TYPE_Q4_0 ? 8 : w_type == GGML_TYPE_Q5_0 ? 16 : 0;
         y2.resize((size_t)P * nb * 64);
-        da2.resize((size_t)P * nb * 16);
-        corr2.resize((size_t)P * nb * 16);
+        corr2.resize(offset ? (size_t)P * nb * 16 : 0);  // Q4_1 (offset 0) starts its sums from 0
         for (int64_t p = 0; p < P; ++p)
             for (int ib = 0; ib < nb; ++ib) {
                 const size_t k = (size_t)p * nb + ib;
@@ -244,18 +242,26 @@ struct QuantizedX {
                     const int64_t c = 2 * p + h;
                     const int8_t* qs = (const int8_t*)(q.data() + c * row_bytes + ib * blk + qs_at);
                     std::memcpy(&y2[64 * k + 32 * h], qs, 32);
-                    for (int l = 0; l < 8; ++l) {
-                        da2[16 * k + 8 * h + l] = d[c * nb + ib];
-                        corr2[16 * k + 8 * h + l] = -offset * (qs[4 * l] + qs[4 * l + 1] + qs[4 * l + 2] + qs[4 * l + 3]);
-                    }
+                    if (offset)
+                        for (int l = 0; l < 8; ++l)
+                            corr2[16 * k + 8 * h + l] = -offset * (qs[4 * l] + qs[4 * l + 1] + qs[4 * l + 2] + qs[4 * l + 3]);
                 }
             }
+    }
+
+    // Each thread keeps its scratch between ops (no allocation per decode step) up to this size;
+    // past it (a long prompt through a wide matrix: ~3 x M x K bytes) it is freed after the op.
+    static constexpr size_t k_keep_bytes = size_t(8) << 20;
+    void trim() {
+        const size_t held = q.capacity() + (d.capacity() + s.capacity() + s_t.capacity()) * sizeof(float) +
+                            y2.capacity() + corr2.capacity() * sizeof(int32_t);
+        if (held > k_keep_bytes) *this = QuantizedX();
     }
 
     void attach(Job& j) const {
         if (!s_t.empty()) j.as_t = s_t.data(), j.as_t_stride = (size_t)m_cols;
         if (y2.empty()) return;
-        j.y2 = y2.data(), j.da2 = da2.data(), j.corr2 = corr2.data();
+        j.y2 = y2.data(), j.corr2 = corr2.data();
     }
 };
 
@@ -273,6 +279,7 @@ void mul_mat_q_compute(ggml_tensor* dst, int ith, int nth, void* userdata) {
           qx.d.data(), qx.s.data(), (float*)dst->data, dst->nb[1] / sizeof(float)};
     qx.attach(j);
     run_type(w->type, j, (int)r_begin, (int)r_end, (int)M, best_isa());
+    qx.trim();
 }
 
 }  // namespace

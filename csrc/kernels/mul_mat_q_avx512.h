@@ -68,7 +68,8 @@ LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
         for (int p = 0; p < P; ++p) {
             const size_t k = pair0 + (size_t)p * j.nb + ib;
             const __m512i qy = _mm512_loadu_si512(j.y2 + 64 * k);
-            const __m512 da = _mm512_loadu_ps(j.da2 + 16 * k);
+            const float* ad = j.ad + (size_t)(c0 + 2 * p) * j.nb + ib;  // the two columns' block scales
+            const __m512 da = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(ad[0])), _mm256_set1_ps(ad[j.nb]), 1);
             const __m512i start = offset ? _mm512_loadu_si512(j.corr2 + 16 * k) : _mm512_setzero_si512();
             for (int r = 0; r < R; ++r) {
                 const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, ax[r], qy));

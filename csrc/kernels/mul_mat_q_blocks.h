@@ -59,7 +59,6 @@ struct Job {
     // Columns 2p, 2p+1 side by side, for the AVX-512 tiles (PairedX in mul_mat_q.cpp; null when
     // not built): block ib of pair p at index p * nb + ib.
     const int8_t* y2 = nullptr;    // [pairs][nb][64] the two columns' 32 quantized values
-    const float* da2 = nullptr;    // [pairs][nb][16] their block scales, 8 lanes each
     const int32_t* corr2 = nullptr;  // [pairs][nb][16] -offset x the sums of 4 values per lane
     const float* as_t = nullptr;     // Q4_1: `as` by block, then column: block ib, column c at ib * as_t_stride + c
     size_t as_t_stride = 0;
