@@ -110,7 +110,7 @@ __attribute__((target("avx2,fma,f16c"))) void mad_f16_avx2(ggml_fp16_t* y, const
 // a0|a1 and a2|a3; (a0|a1) + (a2|a3) then low + high half is (a0+a2) + (a1+a3)), so every lane
 // sees the same operations in the same order.
 #define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
-#pragma GCC diagnostic push  // GCC 12's AVX-512 headers: see mul_mat_q.cpp
+#pragma GCC diagnostic push  // GCC 12's AVX-512 headers: see mul_mat_q_avx512.h
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 

@@ -232,7 +232,7 @@ struct QuantizedX {
         const int64_t P = M / 2;
         const bool q8_1 = w_type == GGML_TYPE_Q4_1;  // its dot type: Q8_1 (d, s, qs); else Q8_0 (d, qs)
         const size_t blk = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0), qs_at = q8_1 ? 4 : 2;
-        const int offset = w_type == GGML_TYPE_Q8_0 ? 128 : w_type == GGML_TYPE_Q4_0 ? 8 : w_type == GGML_TYPE_Q5_0 ? 16 : 0;
+        const int offset = u8_offset(w_type);
         y2.resize((size_t)P * nb * 64);
         corr2.resize(offset ? (size_t)P * nb * 16 : 0);  // Q4_1 (offset 0) starts its sums from 0
         for (int64_t p = 0; p < P; ++p)

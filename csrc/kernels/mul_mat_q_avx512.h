@@ -15,10 +15,10 @@ namespace lanner::mmq {
 // AVX-512 (VNNI): the same arithmetic with two columns side by side in a 512-bit register. A
 // column's lanes hold what the AVX2 tile's 256-bit register holds. Its int32 lanes are exact
 // sums of four products w * y (the AVX2 build's maddubs never saturates: |w| <= 128, |y| <=
-// 127), formed here as vpdpbusd of the unsigned bytes u = w + offset (the type's stored value:
-// Q4_0 nibble = w + 8, Q5_0 5 bits = w + 16, Q8_0 w xor 0x80 = w + 128; Q4_1 unsigned already)
-// and y, started from -offset x (the four y's sum), precomputed per column (PairedX): the same
-// integers. Each column's float lanes then take the same fused multiply-adds in block order.
+// 127), formed here as vpdpbusd of the stored unsigned bytes u = w + offset (u8_offset in
+// mul_mat_q_blocks.h) and y, started from -offset x the four y's sum, precomputed per column
+// pair (QuantizedX::pair in mul_mat_q.cpp): the same integers. Each column's float lanes then
+// take the same fused multiply-adds in block order.
 #define LANNER_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*() and warn about it
 // (GCC bug 105593) once they are inlined here: not about this code.
@@ -26,12 +26,16 @@ namespace lanner::mmq {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// What the stored value adds to the weight value (u = w + offset).
-template <class W>
-constexpr int k_u8_offset = std::is_same<W, BlockQ8_0>::value   ? 128
-                            : std::is_same<W, BlockQ4_0>::value ? 8
-                            : std::is_same<W, BlockQ5_0>::value ? 16
-                                                                : 0;
+LANNER_AVX512 inline __m512i pair_load(const int8_t* a, const int8_t* b) {  // [32 bytes of a | of b]
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a)),
+                              _mm256_loadu_si256((const __m256i*)b), 1);
+}
+LANNER_AVX512 inline __m512 pair_set(float a, float b) {  // [a x 8 | b x 8]
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a)), _mm256_set1_ps(b), 1);
+}
+LANNER_AVX512 inline __m512i pair_join(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
 
 // A block's 32 stored values as unsigned bytes, in both 256-bit halves.
 LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ8_0& b) {
@@ -48,7 +52,7 @@ LANNER_AVX512 inline __m512i unpack_u8_512(const BlockQ5_0& b) {  // nibble | fi
 template <class W, class A, int R, int P>  // R rows x P column pairs; c0 even (pair c0 / 2 first)
 LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
     constexpr bool is_q4_1 = std::is_same<W, BlockQ4_1>::value;
-    constexpr int offset = k_u8_offset<W>;
+    constexpr int offset = u8_offset(k_block_type<W>);
     __m512 acc[R][P];
     __m256 summs[R];  // Q4_1's min term: lane c = column c0 + c, the AVX2 tile's scalar chain per lane
     for (int r = 0; r < R; ++r) {
@@ -69,7 +73,7 @@ LANNER_AVX512 void tile_avx512(const Job& j, int r0, int c0) {
             const size_t k = pair0 + (size_t)p * j.nb + ib;
             const __m512i qy = _mm512_loadu_si512(j.y2 + 64 * k);
             const float* ad = j.ad + (size_t)(c0 + 2 * p) * j.nb + ib;  // the two columns' block scales
-            const __m512 da = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(ad[0])), _mm256_set1_ps(ad[j.nb]), 1);
+            const __m512 da = pair_set(ad[0], ad[j.nb]);
             const __m512i start = offset ? _mm512_loadu_si512(j.corr2 + 16 * k) : _mm512_setzero_si512();
             for (int r = 0; r < R; ++r) {
                 const __m512 prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, ax[r], qy));
@@ -124,17 +128,6 @@ LANNER_AVX512 void cols_avx512(const Job& j, int r0, int n_rows, int c0, int n_c
 #pragma GCC diagnostic push  // see the AVX-512 tile above
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-LANNER_AVX512 inline __m512i pair_load(const int8_t* a, const int8_t* b) {  // [32 bytes of a | of b]
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a)),
-                              _mm256_loadu_si256((const __m256i*)b), 1);
-}
-LANNER_AVX512 inline __m512 pair_set(float a, float b) {  // [a x 8 | b x 8]
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a)), _mm256_set1_ps(b), 1);
-}
-LANNER_AVX512 inline __m512i pair_join(__m256i a, __m256i b) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-}
 
 template <int R, int P>
 LANNER_AVX512 void tile_q4k_avx512(const Job& j, int r0, int c0) {

@@ -27,6 +27,19 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(Block
               sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ4K) == 144 &&
               sizeof(BlockQ8K) == 292 && sizeof(BlockQ6K) == 210, "ggml block layouts");
 
+// What a 32-element type's stored value adds to its weight value (u = w + offset, u unsigned):
+// Q4_0's nibble = w + 8, Q5_0's 5 bits = w + 16, Q8_0's byte read as unsigned after xor 0x80 =
+// w + 128; Q4_1's nibble is unsigned already (0). The AVX-512 tiles multiply u and correct by
+// -offset x the column's sums.
+constexpr int u8_offset(ggml_type t) {
+    return t == GGML_TYPE_Q8_0 ? 128 : t == GGML_TYPE_Q4_0 ? 8 : t == GGML_TYPE_Q5_0 ? 16 : 0;
+}
+template <class W> constexpr ggml_type k_block_type = GGML_TYPE_COUNT;
+template <> constexpr ggml_type k_block_type<BlockQ8_0> = GGML_TYPE_Q8_0;
+template <> constexpr ggml_type k_block_type<BlockQ4_0> = GGML_TYPE_Q4_0;
+template <> constexpr ggml_type k_block_type<BlockQ4_1> = GGML_TYPE_Q4_1;
+template <> constexpr ggml_type k_block_type<BlockQ5_0> = GGML_TYPE_Q5_0;
+
 // The 8 sub-block scales and mins of a Q4_K super-block (6 bits each, packed in 12 bytes b):
 // sc[0..3] = b[0..3] & 63, mn[0..3] = b[4..7] & 63, and for k = 4..7 the low 4 bits from
 // b[k+4] (sc: low nibble, mn: high nibble) with the high 2 bits from the top bits of b[k-4]
